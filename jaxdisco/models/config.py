@@ -1,0 +1,147 @@
+"""Typed, hashable configuration of the wav2vec 2.0 / HuBERT backbone.
+
+The trainer's configs are `ml_collections.ConfigDict`s (overridable from the command line);
+`ModelConfig.from_dict` turns their `model` block into this frozen dataclass so that modules get
+a hashable, validated object and a misspelt field fails loudly instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from typing import Any, Mapping
+
+ConvSpec = tuple[tuple[int, int, int], ...]
+
+DEFAULT_CONV_LAYERS = "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2"
+
+
+def parse_conv_layers(spec: str | ConvSpec) -> ConvSpec:
+  """Parses the reference's layer spec string, e.g. "[(512,10,5)] + [(512,3,2)]*4".
+
+  Only list/tuple literals, `+` and `*` are accepted (no eval of arbitrary code).
+  Returns ((channels, kernel, stride), ...).
+  """
+  if not isinstance(spec, str):
+    layers = tuple(tuple(int(v) for v in layer) for layer in spec)
+  else:
+    layers = _eval_spec(ast.parse(spec, mode="eval").body, spec)
+    layers = tuple(tuple(int(v) for v in layer) for layer in layers)
+  if not layers or any(len(layer) != 3 or min(layer) < 1 for layer in layers):
+    raise ValueError(
+        f"model.conv_layers: expected a non-empty list of (channels, kernel, stride) with "
+        f"positive integers, got {spec!r}")
+  return layers
+
+
+def _eval_spec(node: ast.AST, text: str) -> Any:
+  if isinstance(node, ast.Constant) and isinstance(node.value, int):
+    return node.value
+  if isinstance(node, (ast.List, ast.Tuple)):
+    items = [_eval_spec(e, text) for e in node.elts]
+    return items if isinstance(node, ast.List) else tuple(items)
+  if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
+    left, right = _eval_spec(node.left, text), _eval_spec(node.right, text)
+    return left + right if isinstance(node.op, ast.Add) else left * right
+  raise ValueError(f"model.conv_layers: unsupported expression in {text!r}; use lists of "
+                   "(channels, kernel, stride) tuples combined with + and *")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Backbone hyperparameters; defaults are wav2vec 2.0 BASE."""
+
+  # Convolutional waveform encoder.
+  conv_layers: str = DEFAULT_CONV_LAYERS
+  extractor_mode: str = "default"  # "default": group norm on layer 0 only; "layer_norm": every layer.
+  conv_bias: bool = False
+  feature_grad_mult: float = 0.1  # Scales gradients flowing into the conv encoder.
+  # Transformer.
+  embed_dim: int = 768
+  num_layers: int = 12
+  num_heads: int = 12
+  ffn_dim: int = 3072
+  layer_norm_first: bool = False  # False: post-LN (BASE); True: pre-LN (LARGE).
+  pos_conv_kernel: int = 128
+  pos_conv_groups: int = 16
+  layer_norm_eps: float = 1e-5
+  # Regularisation.
+  dropout: float = 0.1
+  attention_dropout: float = 0.1
+  activation_dropout: float = 0.0
+  dropout_input: float = 0.1
+  dropout_features: float = 0.1
+  layerdrop: float = 0.05
+  # Pretraining heads (wav2vec 2.0).
+  final_dim: int = 256
+  latent_vars: int = 320  # V entries per codebook group.
+  latent_groups: int = 2  # G groups.
+  latent_dim: int = 0  # Total codevector size; 0 means final_dim.
+  # HuBERT-only heads (ignored by wav2vec 2.0).
+  feature_projection_layer_norm: bool = True
+  # Numerics.
+  dtype: str = "float32"  # Compute dtype of matmuls; norms, gumbel softmax and losses stay fp32.
+
+  def __post_init__(self):
+    parse_conv_layers(self.conv_layers)
+    if self.extractor_mode not in ("default", "layer_norm"):
+      raise ValueError(f"model.extractor_mode: expected 'default' or 'layer_norm', got "
+                       f"{self.extractor_mode!r}")
+    if self.embed_dim % self.num_heads:
+      raise ValueError(f"model.embed_dim ({self.embed_dim}) must be divisible by "
+                       f"model.num_heads ({self.num_heads})")
+    if self.embed_dim % self.pos_conv_groups:
+      raise ValueError(f"model.embed_dim ({self.embed_dim}) must be divisible by "
+                       f"model.pos_conv_groups ({self.pos_conv_groups})")
+    if self.codevector_dim % self.latent_groups:
+      raise ValueError(f"model.latent_dim/final_dim ({self.codevector_dim}) must be divisible "
+                       f"by model.latent_groups ({self.latent_groups})")
+    for name in ("dropout", "attention_dropout", "activation_dropout", "dropout_input",
+                 "dropout_features", "layerdrop"):
+      value = getattr(self, name)
+      if not 0.0 <= value < 1.0:
+        raise ValueError(f"model.{name}: expected a probability in [0, 1), got {value}")
+    if self.dtype not in ("float32", "bfloat16"):
+      raise ValueError(f"model.dtype: expected 'float32' or 'bfloat16', got {self.dtype!r}")
+
+  @property
+  def conv_spec(self) -> ConvSpec:
+    return parse_conv_layers(self.conv_layers)
+
+  @property
+  def conv_dim(self) -> int:
+    return self.conv_spec[-1][0]
+
+  @property
+  def codevector_dim(self) -> int:
+    return self.latent_dim or self.final_dim
+
+  @property
+  def frame_stride(self) -> int:
+    stride = 1
+    for _, _, s in self.conv_spec:
+      stride *= s
+    return stride
+
+  def num_frames(self, num_samples: int) -> int:
+    """Frames the conv encoder produces from `num_samples` samples (static)."""
+    return int(conv_output_length(num_samples, self.conv_spec))
+
+  @classmethod
+  def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise ValueError(f"model: unknown field(s) {unknown}; known fields: {sorted(known)}")
+    return cls(**dict(values))
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+def conv_output_length(num_samples, conv_spec: ConvSpec):
+  """Output frames of the conv stack for inputs of `num_samples` (int or int array)."""
+  length = num_samples
+  for _, kernel, stride in conv_spec:
+    length = (length - kernel) // stride + 1
+  return length

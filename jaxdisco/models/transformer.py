@@ -1,0 +1,110 @@
+"""Transformer encoder of wav2vec 2.0 / HuBERT, post-LN (BASE) and pre-LN (LARGE) forms."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from jaxdisco.models.config import ModelConfig
+from jaxdisco.models.layers import LayerNorm, dense, gelu
+from jaxdisco.models.positional import ConvPositionalEmbedding
+
+Array = jax.Array
+
+
+class SelfAttention(nn.Module):
+  num_heads: int
+  dropout: float = 0.0
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, key_valid: Array, deterministic: bool) -> Array:
+    """x: [batch, frames, dim]; key_valid: [batch, frames] bool (False = padding)."""
+    b, t, dim = x.shape
+    head_dim = dim // self.num_heads
+    split = lambda y: y.reshape(b, t, self.num_heads, head_dim)
+    q = split(dense(dim, ("embed", "heads"), "query", dtype=self.dtype)(x))
+    k = split(dense(dim, ("embed", "heads"), "key", dtype=self.dtype)(x))
+    v = split(dense(dim, ("embed", "heads"), "value", dtype=self.dtype)(x))
+    mask = key_valid[:, None, None, :]  # [batch, 1 (heads), 1 (queries), keys]
+    if deterministic or self.dropout == 0.0:
+      out = jax.nn.dot_product_attention(q, k, v, mask=mask)
+    else:
+      # dot_product_attention has no dropout; the reference drops attention probabilities.
+      logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * head_dim ** -0.5
+      logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+      probs = jax.nn.softmax(logits, axis=-1)
+      probs = nn.Dropout(self.dropout)(probs, deterministic=False).astype(v.dtype)
+      out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+    return dense(dim, ("heads", "embed"), "out", dtype=self.dtype)(out.reshape(b, t, dim))
+
+
+class EncoderLayer(nn.Module):
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array, key_valid: Array, deterministic: bool) -> Array:
+    cfg = self.config
+    dtype = jnp.dtype(cfg.dtype)
+    attention = SelfAttention(cfg.num_heads, cfg.attention_dropout, dtype, name="attention")
+    attn_norm = LayerNorm(cfg.layer_norm_eps, name="attention_norm")
+    ffn_norm = LayerNorm(cfg.layer_norm_eps, name="ffn_norm")
+    drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
+
+    def feed_forward(y):
+      y = gelu(dense(cfg.ffn_dim, ("embed", "mlp"), "ffn_in", dtype=dtype)(y))
+      y = nn.Dropout(cfg.activation_dropout)(y, deterministic=deterministic)
+      return drop(dense(cfg.embed_dim, ("mlp", "embed"), "ffn_out", dtype=dtype)(y))
+
+    if cfg.layer_norm_first:
+      x = x + drop(attention(attn_norm(x), key_valid, deterministic))
+      return x + feed_forward(ffn_norm(x))
+    x = attn_norm(x + drop(attention(x, key_valid, deterministic)))
+    return ffn_norm(x + feed_forward(x))
+
+
+class TransformerEncoder(nn.Module):
+  """Positional conv + L layers.
+
+  Returns (output [batch, frames, dim], hidden_states): hidden_states has L + 1 entries in the
+  Hugging Face `output_hidden_states` convention:
+    * entry 0 is the input of layer 0: after the positional conv is added and, for post-LN
+      models, after the encoder LayerNorm; for pre-LN models no LayerNorm has been applied yet;
+    * entry i (1 <= i < L) is the output of layer i-1 (for pre-LN models the raw residual
+      stream, before any final LayerNorm);
+    * entry L is the encoder output: the last layer's output, for pre-LN models after the
+      final encoder LayerNorm.
+  """
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array, frame_valid: Array, deterministic: bool,
+               num_layers: Optional[int] = None) -> tuple[Array, list[Array]]:
+    cfg = self.config
+    dtype = jnp.dtype(cfg.dtype)
+    x = jnp.where(frame_valid[..., None], x, 0)  # Padded frames must not leak through the conv.
+    x = x + ConvPositionalEmbedding(cfg.pos_conv_kernel, cfg.pos_conv_groups, dtype,
+                                    name="pos_conv")(x).astype(x.dtype)
+    final_norm = LayerNorm(cfg.layer_norm_eps, name="norm")
+    if not cfg.layer_norm_first:
+      x = final_norm(x)
+    x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
+    hidden_states = []
+    run_layers = cfg.num_layers if num_layers is None else num_layers
+    for i in range(cfg.num_layers):
+      if i >= run_layers:
+        break
+      hidden_states.append(x)
+      layer_out = EncoderLayer(cfg, name=f"layer_{i}")(x, frame_valid, deterministic)
+      if not deterministic and cfg.layerdrop > 0.0:
+        # LayerDrop: the whole layer is skipped for the batch with probability `layerdrop`.
+        keep = jax.random.uniform(self.make_rng("dropout")) >= cfg.layerdrop
+        layer_out = jnp.where(keep, layer_out, x)
+      x = layer_out
+    if cfg.layer_norm_first and run_layers == cfg.num_layers:
+      x = final_norm(x)
+    hidden_states.append(x)
+    return x, hidden_states
