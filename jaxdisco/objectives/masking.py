@@ -58,7 +58,8 @@ def mask_spans(key: Array, frame_lengths: Array, num_frames: int, *, mask_prob: 
 
   if require_same_masks:
     counts = mask.sum(-1)
-    keep = jnp.min(counts)
+    # Rows without valid frames (dummy rows padding an eval batch) must not set the minimum.
+    keep = jnp.min(jnp.where(sz > 0, counts, num_frames))
     trim_priorities = jnp.where(mask, jax.random.uniform(trim_key, mask.shape), -1.0)
     mask &= _rank_of(trim_priorities) < keep
   return mask

@@ -1,0 +1,60 @@
+"""Default wav2vec 2.0 pretraining config (BASE, LibriSpeech 960 h); files in configs/ start
+from it and override what differs. Every field is documented here, once."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+
+from jaxdisco.models.config import ModelConfig
+
+
+def wav2vec2_defaults() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.method = "wav2vec2"
+  c.model = ml_collections.ConfigDict(dataclasses.asdict(ModelConfig()))
+
+  c.objective = ml_collections.ConfigDict()
+  c.objective.mask_prob = 0.65  # Fraction of frames that start a span (spans overlap: ~49% masked).
+  c.objective.mask_length = 10  # Span length in frames.
+  c.objective.min_masks = 2
+  c.objective.require_same_masks = True  # Trim masks to the batch's smallest count.
+  c.objective.num_negatives = 100  # Distractors per masked frame, from the same utterance.
+  c.objective.cross_sample_negatives = 0  # Extra distractors from the whole batch.
+  c.objective.logit_temperature = 0.1
+  c.objective.diversity_weight = 0.1
+  c.objective.feature_penalty_weight = 10.0
+  c.objective.gumbel_temperature = (2.0, 0.5, 0.999995)  # (start, end, decay per update).
+
+  c.data = ml_collections.ConfigDict()
+  c.data.train_manifest = ""  # fairseq-style .tsv (first line: root dir).
+  c.data.valid_manifest = ""  # Optional; evaluated every train.eval_every steps.
+  c.data.sample_rate = 16000
+  c.data.crop_samples = 250_000  # Fixed crop: shorter utterances are padded, longer cropped.
+  c.data.min_samples = 32_000  # Shorter utterances are skipped.
+  c.data.normalize = False  # Per-utterance zero mean / unit variance (LARGE models: True).
+  c.data.batch_size = 352  # Global batch: ~1.4M samples x 64 GPUs of the reference / 250k crop.
+  c.data.seed = 0
+  c.data.verify_files = False  # Read every file's header at start (fine for small corpora).
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 5e-4
+  c.optim.end_lr = 0.0
+  c.optim.warmup_steps = 32_000
+  c.optim.decay_power = 1.0
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.98
+  c.optim.eps = 1e-6
+  c.optim.weight_decay = 0.01
+  c.optim.clip_norm = 0.0  # 0 disables clipping (the reference's wav2vec 2.0 default).
+
+  c.train = ml_collections.ConfigDict()
+  c.train.num_steps = 400_000
+  c.train.seed = 0
+  c.train.log_every = 100
+  c.train.eval_every = 10_000
+  c.train.checkpoint_every = 5_000
+  c.train.keep_checkpoints = 3
+  c.train.max_consecutive_nonfinite = 20  # Stop after this many skipped updates in a row.
+  return c
