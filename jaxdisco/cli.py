@@ -1,42 +1,50 @@
-"""`jaxdisco <command> --flags`: a thin layer over library functions.
+"""`jaxdisco <command> [flags]`: a thin layer over library functions.
 
-Commands:
-  pretrain   --config CONFIG.py --workdir DIR [--config.field=value ...]
+Each command is a module in `jaxdisco/commands/` with its own absl flags and a `main(argv)`;
+only the chosen one is imported, so commands do not share (or clash over) flags.
 """
 
 from __future__ import annotations
 
 import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
-
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.")
-
-_COMMANDS = ("pretrain",)
+from absl import app, logging
 
 
 def _pretrain():
-  if FLAGS.config is None or FLAGS.workdir is None:
-    raise app.UsageError("pretrain needs --config and --workdir")
-  from jaxdisco.train.pretrain import train_and_evaluate
-  train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  from jaxdisco.commands import pretrain
+  return pretrain
 
 
-def main(argv):
-  commands = [a for a in argv[1:]]
-  if len(commands) != 1 or commands[0] not in _COMMANDS:
-    raise app.UsageError(f"expected one command of {', '.join(_COMMANDS)}; got {commands}")
-  logging.set_verbosity(logging.WARNING)
-  {"pretrain": _pretrain}[commands[0]]()
+def _prepare_data():
+  from jaxdisco.commands import prepare_data
+  return prepare_data
+
+
+def _eval_units():
+  from jaxdisco.commands import eval_units
+  return eval_units
+
+
+# Command name -> loader of its module. One explicit entry per command.
+COMMANDS = {
+    "pretrain": _pretrain,
+    "eval-units": _eval_units,
+    "prepare-data": _prepare_data,
+}
 
 
 def run():
-  app.run(main)
+  argv = sys.argv
+  if len(argv) < 2 or argv[1] not in COMMANDS:
+    names = ", ".join(COMMANDS)
+    print(f"usage: jaxdisco <command> [flags]\ncommands: {names}\n"
+          f"'jaxdisco <command> --help' lists a command's flags.", file=sys.stderr)
+    sys.exit(2 if len(argv) >= 2 and argv[1] not in ("-h", "--help") else 0)
+  command = COMMANDS[argv[1]]()
+  logging.set_verbosity(logging.WARNING)
+  app.run(command.main, argv=[f"jaxdisco {argv[1]}"] + argv[2:])
 
 
 if __name__ == "__main__":
-  sys.exit(run())
+  run()

@@ -21,29 +21,93 @@ Batches are dicts of numpy arrays:
 Eval batches also carry:
   example_mask: bool `[batch]`, False for dummy rows filling the last batch.
   index: int32 `[batch]`, the manifest index of each row (-1 for dummies).
+With `masking=` (see `span_masks.MaskingSpec`), pretraining batches also carry:
+  mask: bool `[batch, frames]`, negatives: int32 `[batch, frames, K]` (and
+  cross_negatives), drawn on the host so the jitted loss uses them as inputs.
+
+Sources: a manifest (`Manifest` or `.tsv` path) or a directory written by
+`jaxdisco prepare-data` (`sources.PreparedSource` or its path). Several sources
+(a list) are mixed with `mix_weights`, each shuffled and repeated on its own,
+so the proportions hold at every point of the stream.
+
+Length bucketing (`buckets=`): instead of one crop length, a few (see
+`bucketing.py`); each batch is one bucket, and every process holds the same
+bucket at the same step, so global arrays have one shape per step and jit
+compiles one program per bucket.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import grain
 import numpy as np
 
 from jaxdisco.data import audio
+from jaxdisco.data import bucketing
 from jaxdisco.data import manifest as manifest_lib
+from jaxdisco.data import records
+from jaxdisco.data import sources as sources_lib
+from jaxdisco.data import span_masks
 
-ManifestLike = Union[manifest_lib.Manifest, manifest_lib.PathLike]
+ManifestLike = Union[
+    manifest_lib.Manifest, sources_lib.PreparedSource, manifest_lib.PathLike
+]
 
 # Same epsilon as torch's layer_norm, which is how the reference normalizes.
 _NORMALIZE_EPS = 1e-5
 
 
-def _as_manifest(manifest: ManifestLike) -> manifest_lib.Manifest:
-  if isinstance(manifest, manifest_lib.Manifest):
-    return manifest
-  return manifest_lib.read_manifest(manifest)
+class _ManifestReader:
+  """Decodes utterance `i` of a manifest from its audio file."""
+
+  def __init__(self, manifest, sample_rate: int, resample: bool):
+    self.manifest = manifest
+    self.name = str(manifest.path)
+    self.num_samples = manifest.num_samples
+    self._sample_rate = sample_rate
+    self._resample = resample
+
+  def __len__(self) -> int:
+    return len(self.manifest)
+
+  def read(self, index: int) -> np.ndarray:
+    return audio.read_audio(
+        self.manifest.audio_path(index),
+        sample_rate=self._sample_rate,
+        resample=self._resample,
+    )
+
+
+class _PreparedReader:
+  """Reads utterance `i` of a prepared directory (one ArrayRecord read)."""
+
+  def __init__(self, source: sources_lib.PreparedSource, sample_rate: int):
+    if source.sample_rate != sample_rate:
+      raise ValueError(
+          f'{source.directory} was prepared at {source.sample_rate} Hz, the pipeline '
+          f'expects {sample_rate} Hz (prepare again with --sample-rate={sample_rate})'
+      )
+    self.source = source
+    self.name = str(source.directory)
+    self.num_samples = source.num_samples
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def read(self, index: int) -> np.ndarray:
+    return records.int16_to_float(self.source.read(index).samples)
+
+
+def _as_reader(data: ManifestLike, sample_rate: int, resample: bool):
+  if isinstance(data, sources_lib.PreparedSource):
+    return _PreparedReader(data, sample_rate)
+  if not isinstance(data, manifest_lib.Manifest):
+    if sources_lib.is_prepared_dir(data):
+      return _PreparedReader(sources_lib.PreparedSource(data), sample_rate)
+    data = manifest_lib.read_manifest(data)
+  return _ManifestReader(data, sample_rate, resample)
 
 
 def _derive_seed(seed: int, *salt: int) -> int:
@@ -89,26 +153,13 @@ def _fit_to_length(
 class _ReadAndCrop:
   """Reads utterance `index` and crops it; picklable for grain workers."""
 
-  def __init__(
-      self,
-      manifest: manifest_lib.Manifest,
-      crop_samples: int,
-      normalize: bool,
-      sample_rate: int,
-      resample: bool,
-  ):
-    self._manifest = manifest
+  def __init__(self, reader, crop_samples: int, normalize: bool):
+    self._reader = reader
     self._crop_samples = crop_samples
     self._normalize = normalize
-    self._sample_rate = sample_rate
-    self._resample = resample
 
   def _read(self, index: int) -> np.ndarray:
-    waveform = audio.read_audio(
-        self._manifest.audio_path(index),
-        sample_rate=self._sample_rate,
-        resample=self._resample,
-    )
+    waveform = self._reader.read(index)
     # Normalize the whole utterance before cropping, as the reference does,
     # so a crop's statistics don't depend on where it was cut.
     return normalize_waveform(waveform) if self._normalize else waveform
@@ -133,6 +184,36 @@ class _ReadAndCrop:
     return example
 
 
+class _BucketedBatch:
+  """Global step -> this process's batch of one bucket (see bucketing.py)."""
+
+  def __init__(self, reader, plan: bucketing.BucketPlan, normalize: bool, seed: int,
+               process_index: int, process_count: int):
+    self._reader = reader
+    self._plan = plan
+    self._normalize = normalize
+    self._seed = seed
+    self._process_index = process_index
+    self._process_count = process_count
+
+  def __call__(self, step: int, _) -> dict[str, np.ndarray]:
+    rows, crop = self._plan.batch(step, self._process_index, self._process_count)
+    rng = np.random.default_rng([self._seed, step])
+    cropper = _ReadAndCrop(self._reader, crop, self._normalize)
+    examples = [cropper.random_crop(int(i), rng) for i in rows]
+    return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+class _AddMasks:
+  """random_map: adds host-drawn span masks and negatives to a batch."""
+
+  def __init__(self, spec: span_masks.MaskingSpec):
+    self._spec = spec
+
+  def __call__(self, batch, rng: np.random.Generator):
+    return span_masks.add_masks(batch, rng, self._spec)
+
+
 def _read_options(num_threads: int, prefetch_batches: int) -> grain.ReadOptions:
   # grain's default buffer is 500 elements; with batches of raw audio that is
   # gigabytes of host memory per process, so keep it to a few batches.
@@ -142,7 +223,7 @@ def _read_options(num_threads: int, prefetch_batches: int) -> grain.ReadOptions:
 
 
 def make_pretrain_dataset(
-    manifest: ManifestLike,
+    manifest: Union[ManifestLike, Sequence[ManifestLike]],
     *,
     batch_size: int,
     crop_samples: int,
@@ -157,19 +238,28 @@ def make_pretrain_dataset(
     resample: bool = False,
     num_threads: int = 8,
     prefetch_batches: int = 8,
+    buckets: Union[None, int, Sequence[int]] = None,
+    mix_weights: Optional[Sequence[float]] = None,
+    masking: Optional[span_masks.MaskingSpec] = None,
+    num_workers: int = 0,
 ) -> grain.IterDataset:
   """Builds this process's stream of fixed-shape training batches.
 
   Args:
-    manifest: a `Manifest` or the path of a manifest file.
-    batch_size: utterances per batch on this process.
-    crop_samples: every row is cropped (randomly) or zero-padded to this.
-    min_samples: utterances shorter than this (per the manifest) are dropped.
-    seed: seeds both the shuffle and the crop offsets.
+    manifest: a `Manifest`, a manifest path, a prepared directory (or
+      `PreparedSource`), or a list of these to mix.
+    batch_size: utterances per batch on this process (the global batch is
+      `batch_size * process_count`; see `multihost.global_batch_to_local`).
+    crop_samples: every row is cropped (randomly) or zero-padded to this; with
+      `buckets`, the largest bucket.
+    min_samples: utterances shorter than this (per the manifest/index) are
+      dropped.
+    seed: seeds the shuffle, the crop offsets and the masks.
     shuffle: shuffle utterances, differently in every epoch.
-    num_epochs: passes over the data; None repeats forever. With a finite
-      number, process shards may differ in size by one utterance, so train for
-      a fixed number of steps rather than until the stream ends.
+    num_epochs: passes over the data; None repeats forever (required when
+      mixing). With a finite number, process shards may differ in size by one
+      utterance, so train for a fixed number of steps rather than until the
+      stream ends.
     normalize: zero mean / unit variance per utterance (the reference's
       `normalize=True`, used for the LARGE models).
     process_index: this process's index (`jax.process_index()`).
@@ -178,10 +268,23 @@ def make_pretrain_dataset(
     resample: resample files at another rate instead of raising.
     num_threads: threads reading batches in parallel.
     prefetch_batches: batches buffered ahead of the consumer.
+    buckets: None for one crop length; an int for that many lengths spaced
+      geometrically from `max(min_samples, crop_samples // 4)` to
+      `crop_samples`; or the lengths themselves (all <= `crop_samples`, which
+      is added as the largest).
+    mix_weights: one weight per source when `manifest` is a list (default
+      uniform).
+    masking: draw span masks / negatives in the pipeline (see
+      `span_masks.MaskingSpec.from_configs`).
+    num_workers: >0 reads in that many grain worker processes
+      (`mp_prefetch`); worth it when decoding FLAC is the bottleneck. grain's
+      workers need absl flags parsed (true under the `jaxdisco` CLI; in a
+      notebook call `absl.flags.FLAGS.mark_as_parsed()` first).
 
   Returns:
     An `IterDataset`; `iter()` of it is checkpointable with
-    `get_state()` / `set_state()`. Batches: see the module docstring.
+    `get_state()` / `set_state()` (or grain's Orbax handlers). Batches: see
+    the module docstring.
 
   Raises:
     ValueError: bad arguments, or `min_samples` drops every utterance.
@@ -193,34 +296,96 @@ def make_pretrain_dataset(
     )
   if not 0 <= process_index < process_count:
     raise ValueError(f'need 0 <= {process_index=} < {process_count=}')
-  manifest = _as_manifest(manifest)
+  many = isinstance(manifest, (list, tuple))
+  data = list(manifest) if many else [manifest]
+  if mix_weights is not None and len(mix_weights) != len(data):
+    raise ValueError(f'{len(mix_weights)} mix_weights for {len(data)} sources')
+  if len(data) > 1 and num_epochs is not None:
+    raise ValueError('mixing several sources needs num_epochs=None (each repeats on its own)')
+  readers = [_as_reader(d, sample_rate, resample) for d in data]
+  bucket_set = None
+  if buckets is not None:
+    if isinstance(buckets, int):
+      smallest = min(max(min_samples, crop_samples // 4, 1), crop_samples)
+      bucket_set = bucketing.bucket_lengths(smallest, crop_samples, buckets)
+    else:
+      if max(buckets) > crop_samples:
+        raise ValueError(f'buckets {tuple(buckets)} exceed crop_samples={crop_samples}')
+      bucket_set = tuple(sorted(set(buckets) | {crop_samples}))
 
+  streams = []
+  for k, reader in enumerate(readers):
+    source_seed = seed if k == 0 else _derive_seed(seed, 100 + k)
+    keep = _keep_long_enough(reader, min_samples)
+    if bucket_set is None:
+      streams.append(_example_stream(
+          reader, keep, crop_samples=crop_samples, normalize=normalize, seed=source_seed,
+          shuffle=shuffle, num_epochs=num_epochs, process_index=process_index,
+          process_count=process_count))
+    else:
+      plan = bucketing.BucketPlan(
+          reader.num_samples[keep], bucket_set, batch_size * process_count,
+          seed=_derive_seed(source_seed, 3), shuffle=shuffle)
+      batches = _BucketedBatch(
+          _Subset(reader, keep), plan, normalize, _derive_seed(source_seed, 1, process_index),
+          process_index, process_count)
+      ds = grain.MapDataset.range(len(plan)).repeat(num_epochs).map_with_index(batches)
+      streams.append(ds)
+
+  ds = streams[0] if len(streams) == 1 else grain.MapDataset.mix(streams, mix_weights)
+  if bucket_set is None:
+    ds = ds.batch(batch_size, drop_remainder=True)
+  if masking is not None:
+    ds = ds.random_map(_AddMasks(masking), seed=_derive_seed(seed, 2, process_index))
+  ds = ds.to_iter_dataset(_read_options(num_threads, prefetch_batches))
+  if num_workers > 0:
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return ds
+
+
+class _Subset:
+  """A reader restricted to `indices` (so bucket plans index densely)."""
+
+  def __init__(self, reader, indices: np.ndarray):
+    self._reader = reader
+    self._indices = indices
+    self.name = reader.name
+
+  def read(self, index: int) -> np.ndarray:
+    return self._reader.read(int(self._indices[index]))
+
+
+def _keep_long_enough(reader, min_samples: int) -> np.ndarray:
   # Filtering on the manifest's lengths up front (rather than grain's
   # `filter`, which leaves holes) keeps the dataset dense, so every process
   # shard and every batch is a plain index range and state is one integer.
-  keep = np.flatnonzero(manifest.num_samples >= min_samples)
-  dropped = len(manifest) - len(keep)
+  keep = np.flatnonzero(reader.num_samples >= min_samples)
+  dropped = len(reader) - len(keep)
   if dropped:
     logging.info(
         '%s: dropped %d of %d utterances shorter than min_samples=%d',
-        manifest.path, dropped, len(manifest), min_samples,
+        reader.name, dropped, len(reader), min_samples,
     )
   if not len(keep):
     raise ValueError(
-        f'{manifest.path}: all {len(manifest)} utterances are shorter than '
+        f'{reader.name}: all {len(reader)} utterances are shorter than '
         f'min_samples={min_samples} (longest has '
-        f'{manifest.num_samples.max()} samples)'
+        f'{reader.num_samples.max()} samples)'
     )
+  return keep
 
+
+def _example_stream(reader, keep: np.ndarray, *, crop_samples: int, normalize: bool,
+                    seed: int, shuffle: bool, num_epochs: Optional[int],
+                    process_index: int, process_count: int) -> grain.MapDataset:
+  """This process's shuffled, repeated, cropped examples of one source."""
   shard = keep[process_index::process_count].tolist()
   if not shard:
     raise ValueError(
-        f'{manifest.path}: process {process_index} of {process_count} got no '
+        f'{reader.name}: process {process_index} of {process_count} got no '
         f'utterances ({len(keep)} utterances in total)'
     )
-  reader = _ReadAndCrop(
-      manifest, crop_samples, normalize, sample_rate, resample
-  )
+  cropper = _ReadAndCrop(reader, crop_samples, normalize)
   ds = grain.MapDataset.source(shard)
   if shuffle:
     # Shuffle before repeat: grain folds the epoch number into the shuffle
@@ -229,11 +394,9 @@ def make_pretrain_dataset(
   ds = ds.repeat(num_epochs)
   # Crop RNG is keyed by (seed, position in the stream): deterministic,
   # resumable, different across epochs and across processes.
-  ds = ds.random_map(
-      reader.random_crop, seed=_derive_seed(seed, 1, process_index)
+  return ds.random_map(
+      cropper.random_crop, seed=_derive_seed(seed, 1, process_index)
   )
-  ds = ds.batch(batch_size, drop_remainder=True)
-  return ds.to_iter_dataset(_read_options(num_threads, prefetch_batches))
 
 
 def make_eval_dataset(
@@ -258,7 +421,7 @@ def make_eval_dataset(
   ops in an eval step line up.
 
   Args:
-    manifest: a `Manifest` or the path of a manifest file.
+    manifest: a `Manifest`, a manifest path, or a prepared directory.
     batch_size: rows per batch on this process.
     crop_samples: row length in samples.
     normalize: per-utterance zero mean / unit variance, as in training.
@@ -280,18 +443,16 @@ def make_eval_dataset(
     )
   if not 0 <= process_index < process_count:
     raise ValueError(f'need 0 <= {process_index=} < {process_count=}')
-  manifest = _as_manifest(manifest)
+  reader = _as_reader(manifest, sample_rate, resample)
 
-  shard = list(range(process_index, len(manifest), process_count))
+  shard = list(range(process_index, len(reader), process_count))
   # Pad every process to the same whole number of batches (the largest
   # shard, rounded up); index -1 marks a dummy row.
-  largest_shard = -(-len(manifest) // process_count)
+  largest_shard = -(-len(reader) // process_count)
   num_batches = -(-largest_shard // batch_size)
   shard += [-1] * (num_batches * batch_size - len(shard))
 
-  reader = _ReadAndCrop(
-      manifest, crop_samples, normalize, sample_rate, resample
-  )
-  ds = grain.MapDataset.source(shard).map(reader.crop_from_start)
+  cropper = _ReadAndCrop(reader, crop_samples, normalize)
+  ds = grain.MapDataset.source(shard).map(cropper.crop_from_start)
   ds = ds.batch(batch_size, drop_remainder=True)
   return ds.to_iter_dataset(_read_options(num_threads, prefetch_batches))

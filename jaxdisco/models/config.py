@@ -77,6 +77,11 @@ class ModelConfig:
   latent_vars: int = 320  # V entries per codebook group.
   latent_groups: int = 2  # G groups.
   latent_dim: int = 0  # Total codevector size; 0 means final_dim.
+  # Std of the quantizer's logit projection init. The reference's 1.0 makes the per-frame
+  # softmax nearly one-hot at the start, so the straight-through gradient is ~0 until the
+  # diversity loss flattens it: a long initial plateau that large batches sit out. Smaller
+  # values shorten it (the demo uses one); pretrained checkpoints are unaffected.
+  quantizer_init_std: float = 1.0
   # HuBERT-only heads (ignored by wav2vec 2.0).
   feature_projection_layer_norm: bool = True
   # Numerics.

@@ -86,7 +86,8 @@ class Wav2Vec2ForPretraining(nn.Module):
   def setup(self):
     cfg = self.config
     self.backbone = Wav2Vec2Backbone(cfg)
-    self.quantizer = GumbelQuantizer(cfg.latent_vars, cfg.latent_groups, cfg.codevector_dim)
+    self.quantizer = GumbelQuantizer(cfg.latent_vars, cfg.latent_groups, cfg.codevector_dim,
+                                     cfg.quantizer_init_std)
     self.feature_dropout = nn.Dropout(cfg.dropout_features)
     self.project_q = dense(cfg.final_dim, ("codevector", "final"))
     self.final_proj = dense(cfg.final_dim, ("embed", "final"))

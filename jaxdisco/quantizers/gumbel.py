@@ -74,6 +74,7 @@ class GumbelQuantizer(nn.Module):
   num_vars: int = 320
   num_groups: int = 2
   codevector_dim: int = 256
+  init_std: float = 1.0
 
   @nn.compact
   def __call__(self, x: Array, *, temperature, key: Optional[Array] = None,
@@ -81,7 +82,7 @@ class GumbelQuantizer(nn.Module):
     """x: [batch, frames, in]; weights: [batch, frames] frames counted in the perplexities."""
     g, v = self.num_groups, self.num_vars
     proj = nn.Dense(g * v, name="logits", param_dtype=jnp.float32, dtype=jnp.float32,
-                    kernel_init=nn.with_logical_partitioning(nn.initializers.normal(1.0),
+                    kernel_init=nn.with_logical_partitioning(nn.initializers.normal(self.init_std),
                                                              ("conv_out", "vocab")),
                     bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)))
     codebook = self.param(

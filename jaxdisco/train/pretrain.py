@@ -87,9 +87,10 @@ def _evaluate(eval_step, params, config, model_config) -> dict[str, float]:
   return {k: v / max(weight, 1.0) for k, v in totals.items()}
 
 
-def train_and_evaluate(config, workdir) -> dict[str, Any]:
+def train_and_evaluate(config, workdir, *, stop_after: int | None = None) -> dict[str, Any]:
   """Trains wav2vec 2.0 from `config` in `workdir`, resuming from its latest checkpoint.
 
+  `stop_after` behaves like a preemption (SIGTERM) arriving after that step: save and return.
   Returns a summary: final step, last logged metrics, paths of checkpoints/metrics/plot.
   """
   model_config = check_pretrain_config(config)
@@ -170,10 +171,12 @@ def train_and_evaluate(config, workdir) -> dict[str, Any]:
           writer.write(step, valid, prefix="valid_")
           print(f"  valid @ {step}: loss {valid['loss']:.3f} | acc {valid['accuracy']:.3f} | "
                 f"ppl {valid['code_perplexity']:.1f}", flush=True)
+        if stop_after is not None and step >= stop_after:
+          stop.requested = True
         if stop.requested:
           ckpt.save(manager, step, state, iterator, config_dict, force=True)
           manager.wait_until_finished()
-          print(f"SIGTERM: saved checkpoint at step {step}; exiting cleanly.", flush=True)
+          print(f"Stop requested: saved checkpoint at step {step}; exiting cleanly.", flush=True)
           break
         ckpt.save(manager, step, state, iterator, config_dict, force=step == total_steps)
     except Exception as e:

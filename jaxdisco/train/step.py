@@ -41,7 +41,7 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
         opt_state=keep(new_opt_state, state.opt_state),
         nonfinite_in_a_row=jnp.where(finite, 0, state.nonfinite_in_a_row + 1),
         nonfinite_total=state.nonfinite_total + (~finite).astype(jnp.int32))
-    metrics = dict(metrics, grad_norm=optax.global_norm(grads),
+    metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
                    learning_rate=schedule(state.step), skipped=(~finite).astype(jnp.float32))
     return new_state, metrics
 

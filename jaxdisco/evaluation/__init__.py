@@ -1,0 +1,1 @@
+"""Evaluation of learned representations: unit quality against phone alignments (`units`)."""

@@ -1,0 +1,53 @@
+"""Shared test set-up: one persistent XLA compilation cache for the whole suite (and for the
+subprocesses it starts), and tiny configs built from the shipped ones."""
+
+import os
+import pathlib
+
+import pytest
+
+_CACHE = pathlib.Path(os.environ.get("JAXDISCO_TEST_CACHE",
+                                     pathlib.Path(__file__).parent.parent / ".jax_test_cache"))
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_compilation_cache_dir", str(_CACHE))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def load_config(name: str):
+  """Loads configs/<name>.py the way the CLI does."""
+  from ml_collections import config_flags
+  return config_flags.config_flags._LoadConfigModule(  # pylint: disable=protected-access
+      name, str(REPO / "configs" / f"{name}.py")).get_config()
+
+
+def shrink_for_tests(config):
+  """Tiny model and run of the same kind, so a test trains in seconds."""
+  m = config.model
+  m.conv_layers = "[(32, 10, 5)] + [(32, 3, 2)] * 4 + [(32, 2, 2)] * 2"
+  m.embed_dim, m.num_layers, m.num_heads, m.ffn_dim = 32, 2, 2, 64
+  m.pos_conv_kernel, m.pos_conv_groups = 8, 4
+  m.final_dim, m.latent_vars, m.latent_groups, m.latent_dim = 16, 8, 2, 0
+  config.data.crop_samples = 16_000
+  config.data.min_samples = 8_000
+  config.data.batch_size = 4
+  config.objective.num_negatives = 10
+  config.optim.warmup_steps = 2
+  config.train.num_steps = 6
+  config.train.log_every = 1
+  config.train.eval_every = 3
+  config.train.checkpoint_every = 3
+  config.train.keep_checkpoints = 2
+  return config
+
+
+@pytest.fixture
+def tiny_demo_config():
+  return shrink_for_tests(load_config("demo"))
