@@ -17,7 +17,9 @@ from jaxdisco.data import pipeline
 from jaxdisco.data import prepare
 from jaxdisco.data import sources
 from jaxdisco.data import span_masks
+from jaxdisco.models.config import conv_output_length
 from jaxdisco.objectives.masking import mask_spans as jax_mask_spans
+from jaxdisco.objectives.negatives import sample_negatives
 
 SR = 16000
 # 24 utterances from 0.1 s to 0.56 s: spread over three buckets.
@@ -170,11 +172,11 @@ def test_pipeline_masks_and_negatives(corpora):
   ds = pipeline.make_pretrain_dataset(prepared, batch_size=4, crop_samples=4000, seed=3,
                                       masking=spec)
   for batch in take(iter(ds), 4):
-    frames = int(span_masks.conv_output_length(4000, CONV))
+    frames = int(conv_output_length(4000, CONV))
     mask, negatives = batch['mask'], batch['negatives']
     assert mask.shape == (4, frames) and mask.dtype == bool
     assert negatives.shape == (4, frames, 6) and negatives.dtype == np.int32
-    valid = span_masks.conv_output_length((~batch['padding_mask']).sum(-1), CONV)
+    valid = conv_output_length((~batch['padding_mask']).sum(-1), CONV)
     counts = mask.sum(-1)
     assert (counts == counts[0]).all() and counts[0] >= 2  # require_same_masks
     for b in range(4):
@@ -184,15 +186,19 @@ def test_pipeline_masks_and_negatives(corpora):
         assert (negatives[b, t] != t).all()  # ...other than the frame itself.
 
 
-def test_numpy_masks_match_the_jitted_masks_statistics():
-  lengths = np.array([200, 150, 90, 200])
-  kwargs = dict(mask_prob=0.65, mask_length=10, min_masks=2, require_same_masks=False)
-  rng = np.random.default_rng(0)
-  host = np.mean([span_masks.mask_spans(rng, lengths, 200, **kwargs).sum(-1)
-                  for _ in range(200)], axis=0)
-  draw = jax.jit(lambda k: jax_mask_spans(k, jnp.asarray(lengths), 200, **kwargs).sum(-1))
-  device = np.mean([np.asarray(draw(jax.random.key(s))) for s in range(200)], axis=0)
-  np.testing.assert_allclose(host, device, rtol=0.05)
+def test_pipeline_masks_are_the_jitted_loss_masks():
+  """The host draw runs the loss's own functions: same seed, same masks and negatives."""
+  spec = span_masks.MaskingSpec(CONV, mask_prob=0.65, mask_length=3, num_negatives=5)
+  padding_mask = np.zeros((3, 4000), bool)
+  padding_mask[1, 3000:] = True
+  host = spec.draw(np.random.default_rng(7), padding_mask)
+  seed = int(np.random.default_rng(7).integers(0, 2**31 - 1))
+  mask_key, neg_key, _ = jax.random.split(jax.random.key(seed), 3)
+  frames = int(conv_output_length(4000, CONV))
+  lengths = conv_output_length(jnp.sum(~jnp.asarray(padding_mask), -1), CONV)
+  mask = jax_mask_spans(mask_key, lengths, frames, mask_prob=0.65, mask_length=3)
+  np.testing.assert_array_equal(host['mask'], mask)
+  np.testing.assert_array_equal(host['negatives'], sample_negatives(neg_key, mask, 5))
 
 
 def test_global_batch_helpers():

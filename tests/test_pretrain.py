@@ -133,3 +133,19 @@ def test_empty_manifest_is_reported(tiny_demo_config, tmp_path):
   tiny_demo_config.data.train_manifest = str(manifest)
   with pytest.raises(ManifestError, match="train.tsv"):
     train_and_evaluate(tiny_demo_config, tmp_path / "run")
+
+
+def test_trains_from_prepared_shards_with_buckets_and_pipeline_masks(tiny_demo_config, tmp_path):
+  from jaxdisco.assets import demo_corpus_dir
+  from jaxdisco.data import prepare, sources
+  prepared = tmp_path / "prepared"
+  prepare.prepare(sources.open_source(demo_corpus_dir() / "train.tsv"), prepared, num_shards=2,
+                  num_workers=0)
+  c = tiny_demo_config
+  c.data.train_manifest = str(prepared)
+  c.data.buckets = 2
+  c.data.masks_in_pipeline = True
+  c.train.num_steps = 4
+  summary = train_and_evaluate(c, tmp_path / "run")
+  assert summary["step"] == 4
+  assert all(np.isfinite(r["loss"]) for r in read_metrics(tmp_path / "run") if "loss" in r)

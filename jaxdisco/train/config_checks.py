@@ -22,6 +22,10 @@ def check_pretrain_config(config) -> ModelConfig:
     raise ConfigError(str(e)) from None
   data, obj, optim, train = config.data, config.objective, config.optim, config.train
   _require(data.batch_size > 0, f"data.batch_size: expected a positive integer, got {data.batch_size}")
+  import jax  # Local: config checks stay importable without touching devices.
+  _require(data.batch_size % jax.device_count() == 0,
+           f"data.batch_size ({data.batch_size}) must be a multiple of the number of devices "
+           f"({jax.device_count()}): the batch is split evenly over them")
   _require(data.crop_samples >= model.frame_stride * 2,
            f"data.crop_samples ({data.crop_samples}) must cover at least two frames "
            f"({model.frame_stride * 2} samples)")

@@ -28,7 +28,7 @@ def wav2vec2_defaults() -> ml_collections.ConfigDict:
   c.objective.gumbel_temperature = (2.0, 0.5, 0.999995)  # (start, end, decay per update).
 
   c.data = ml_collections.ConfigDict()
-  c.data.train_manifest = ""  # fairseq-style .tsv (first line: root dir).
+  c.data.train_manifest = ""  # fairseq-style .tsv (first line: root dir) or a prepare-data dir.
   c.data.valid_manifest = ""  # Optional; evaluated every train.eval_every steps.
   c.data.sample_rate = 16000
   c.data.crop_samples = 250_000  # Fixed crop: shorter utterances are padded, longer cropped.
@@ -37,6 +37,8 @@ def wav2vec2_defaults() -> ml_collections.ConfigDict:
   c.data.batch_size = 352  # Global batch: ~1.4M samples x 64 GPUs of the reference / 250k crop.
   c.data.seed = 0
   c.data.verify_files = False  # Read every file's header at start (fine for small corpora).
+  c.data.buckets = 0  # >0: that many crop lengths up to crop_samples (one jit program each).
+  c.data.masks_in_pipeline = False  # Draw masks/negatives on the host (the reference's TPU way).
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 5e-4

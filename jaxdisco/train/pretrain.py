@@ -15,8 +15,13 @@ import numpy as np
 from etils import epath
 from flax import linen as nn
 
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
 from jaxdisco.data import manifest as manifest_lib
+from jaxdisco.data import multihost
 from jaxdisco.data import pipeline
+from jaxdisco.data import sources as sources_lib
+from jaxdisco.data import span_masks
 from jaxdisco.models.wav2vec2 import Wav2Vec2ForPretraining
 from jaxdisco.objectives.wav2vec2 import pretraining_loss
 from jaxdisco.train import checkpoint as ckpt
@@ -56,6 +61,24 @@ class _StopOnSignal:
       signal.signal(signal.SIGTERM, self._previous)
 
 
+_MODEL_INPUTS = ("waveform", "padding_mask", "mask", "negatives", "cross_negatives")
+
+
+def _open_train_data(data):
+  """(source for the pipeline, utterances, hours). A prepared directory (index.json) or a
+  manifest; small manifests can be checked file by file first (data.verify_files)."""
+  if sources_lib.is_prepared_dir(data.train_manifest):
+    source = sources_lib.PreparedSource(data.train_manifest)
+    return source, len(source), float(np.sum(source.num_samples)) / data.sample_rate / 3600
+  manifest = manifest_lib.read_manifest(data.train_manifest)
+  if data.verify_files:
+    manifest_lib.verify_manifest(manifest, sample_rate=data.sample_rate)
+    if data.valid_manifest and not sources_lib.is_prepared_dir(data.valid_manifest):
+      manifest_lib.verify_manifest(manifest_lib.read_manifest(data.valid_manifest),
+                                   sample_rate=data.sample_rate)
+  return manifest, len(manifest), manifest.total_seconds(data.sample_rate) / 3600
+
+
 def init_params(model_config, batch_shape: tuple[int, int], seed: int):
   model = Wav2Vec2ForPretraining(model_config)
   frames = model_config.num_frames(batch_shape[1])
@@ -72,14 +95,16 @@ def _mean_metrics(history: list[dict]) -> dict[str, float]:
   return {k: float(np.mean([m[k] for m in stacked])) for k in stacked[0]}
 
 
-def _evaluate(eval_step, params, config, model_config) -> dict[str, float]:
-  data = config.data
-  ds = pipeline.make_eval_dataset(data.valid_manifest, batch_size=data.batch_size,
-                                  crop_samples=data.crop_samples, normalize=data.normalize,
-                                  sample_rate=data.sample_rate)
+def _evaluate(eval_step, params, data, to_device) -> dict[str, float]:
+  """Masked-frame-weighted means over the validation set (fixed masks and argmax codes)."""
+  ds = pipeline.make_eval_dataset(
+      data.valid_manifest, batch_size=multihost.global_batch_to_local(data.batch_size),
+      crop_samples=data.crop_samples, normalize=data.normalize, sample_rate=data.sample_rate,
+      process_index=jax.process_index(), process_count=jax.process_count())
   totals, weight = {}, 0.0
   for batch in ds:
-    metrics = jax.device_get(eval_step(params, {k: batch[k] for k in ("waveform", "padding_mask")}))
+    metrics = jax.device_get(eval_step(params, to_device(
+        {k: batch[k] for k in ("waveform", "padding_mask")})))
     n = float(metrics["masked_frames"])
     for k, v in metrics.items():
       totals[k] = totals.get(k, 0.0) + float(v) * n
@@ -103,24 +128,25 @@ def train_and_evaluate(config, workdir, *, stop_after: int | None = None) -> dic
   config_file.write_text(json.dumps(config_dict, indent=2))
 
   data, train, objective = config.data, config.train, config.objective
-  train_manifest = manifest_lib.read_manifest(data.train_manifest)
-  if data.verify_files:
-    manifest_lib.verify_manifest(train_manifest, sample_rate=data.sample_rate)
-    if data.valid_manifest:
-      manifest_lib.verify_manifest(manifest_lib.read_manifest(data.valid_manifest),
-                                   sample_rate=data.sample_rate)
+  train_source, num_utterances, hours = _open_train_data(data)
+  masking = (span_masks.MaskingSpec.from_configs(model_config, objective)
+             if data.masks_in_pipeline else None)
   dataset = pipeline.make_pretrain_dataset(
-      train_manifest, batch_size=data.batch_size, crop_samples=data.crop_samples,
-      min_samples=data.min_samples, seed=data.seed, normalize=data.normalize,
-      sample_rate=data.sample_rate, process_index=jax.process_index(),
-      process_count=jax.process_count())
+      train_source, batch_size=multihost.global_batch_to_local(data.batch_size),
+      crop_samples=data.crop_samples, min_samples=data.min_samples, seed=data.seed,
+      normalize=data.normalize, sample_rate=data.sample_rate, process_index=jax.process_index(),
+      process_count=jax.process_count(), buckets=data.buckets or None, masking=masking)
   iterator = iter(dataset)
+  mesh = Mesh(np.asarray(jax.devices()), ("data",))
+  to_device = functools.partial(multihost.make_global_batch, mesh_or_sharding=mesh)
 
   total_steps = train.num_steps
   optimizer = make_optimizer(config.optim, total_steps)
   schedule = learning_rate_schedule(config.optim, total_steps)
   params = init_params(model_config, (data.batch_size, data.crop_samples), train.seed)
   state = TrainState.create(params, optimizer, jax.random.key(train.seed + 2))
+  # Data parallel over every device; issue-4 style fsdp/tensor sharding builds on this mesh.
+  state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
   num_params = sum(x.size for x in jax.tree.leaves(params))
 
   manager = ckpt.make_manager(workdir, save_every=train.checkpoint_every,
@@ -139,7 +165,7 @@ def train_and_evaluate(config, workdir, *, stop_after: int | None = None) -> dic
   writer = MetricsWriter(workdir, enabled=jax.process_index() == 0)
   progress = Progress(total_steps, start)
   print(f"wav2vec 2.0 pretraining: {num_params / 1e6:.2f}M params, "
-        f"{len(train_manifest)} train utterances ({train_manifest.total_seconds(data.sample_rate) / 3600:.2f} h), "
+        f"{num_utterances} train utterances ({hours:.2f} h), "
         f"batch {data.batch_size} x {data.crop_samples} samples, steps {start}->{total_steps}, "
         f"workdir {workdir}", flush=True)
   history, last = [], {}
@@ -149,7 +175,8 @@ def train_and_evaluate(config, workdir, *, stop_after: int | None = None) -> dic
     try:
       while step < total_steps:
         batch = next(iterator)
-        state, metrics = train_step(state, {k: batch[k] for k in ("waveform", "padding_mask")})
+        state, metrics = train_step(state, to_device({k: v for k, v in batch.items()
+                                                      if k in _MODEL_INPUTS}))
         history.append(metrics)
         step += 1
         if step % train.log_every == 0 or step == total_steps:
@@ -167,7 +194,7 @@ def train_and_evaluate(config, workdir, *, stop_after: int | None = None) -> dic
                 f"{train.max_consecutive_nonfinite}); the last good checkpoint is "
                 f"{manager.latest_step()} in {ckpt.checkpoint_dir(workdir)}")
         if data.valid_manifest and (step % train.eval_every == 0 or step == total_steps):
-          valid = _evaluate(eval_step, state.params, config, model_config)
+          valid = _evaluate(eval_step, state.params, data, to_device)
           writer.write(step, valid, prefix="valid_")
           print(f"  valid @ {step}: loss {valid['loss']:.3f} | acc {valid['accuracy']:.3f} | "
                 f"ppl {valid['code_perplexity']:.1f}", flush=True)
