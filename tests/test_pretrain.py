@@ -34,6 +34,15 @@ def test_run_writes_checkpoints_metrics_and_plot(tiny_demo_config, tmp_path):
   config, params, step = load_pretrained_params(tmp_path)
   assert step == 6 and config.embed_dim == 32
   assert params["params"]["backbone"]["mask_embedding"].shape == (32,)
+  # The user-facing loader reads the same workdir and runs the trained encoder.
+  import jaxdisco
+  from jaxdisco.models.wav2vec2 import Wav2Vec2ForPretraining
+  wav = np.random.default_rng(0).standard_normal((2, 8000)).astype(np.float32)
+  features = jaxdisco.load_pretrained(tmp_path).extract_features(wav)
+  model = Wav2Vec2ForPretraining(config)
+  direct = model.apply(params, wav, None, method=model.extract_features)
+  assert len(features["hidden_states"]) == config.num_layers + 1
+  np.testing.assert_allclose(features["last_hidden_state"], direct.last_hidden_state, atol=1e-6)
 
 
 def test_resume_after_stop_equals_uninterrupted_run(tiny_demo_config, tmp_path):

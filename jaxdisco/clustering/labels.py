@@ -19,6 +19,7 @@ import numpy as np
 
 from jaxdisco.clustering import kmeans
 from jaxdisco.data import audio
+from jaxdisco.data import labels as data_labels
 from jaxdisco.data import manifest as manifest_lib
 
 PathLike = Union[str, os.PathLike, epath.Path]
@@ -67,17 +68,8 @@ def write_km(path: PathLike, labels: Iterable[np.ndarray],
 
 
 def read_km(path: PathLike) -> list[np.ndarray]:
-  """Reads a `.km` file → per utterance int32 `[frames]` (an empty line is an empty array)."""
-  path = epath.Path(path)
-  if not path.exists():
-    raise FileNotFoundError(f"{path}: label file not found")
-  out = []
-  for line_number, line in enumerate(path.read_text().splitlines(), start=1):
-    try:
-      out.append(np.asarray([int(t) for t in line.split()], np.int32))
-    except ValueError as e:
-      raise ValueError(f"{path}:{line_number}: expected space-separated integers") from e
-  return out
+  """Reads a `.km` file -> per utterance int32 `[frames]` (one reader: `data.labels`)."""
+  return data_labels.read_label_file(path)
 
 
 def read_ids(path: PathLike) -> list[str]:
@@ -99,13 +91,12 @@ def read_dict(path: PathLike) -> int:
   A dictionary with gaps or another order would silently map labels to other symbols (or to
   UNK) in fairseq, so anything else is an error.
   """
-  path = epath.Path(path)
-  lines = path.read_text().splitlines()
-  for i, line in enumerate(lines):
-    fields = line.split()
-    if len(fields) != 2 or fields[0] != str(i):
-      raise ValueError(f"{path}:{i + 1}: expected '{i} <count>', found {line!r}")
-  return len(lines)
+  symbols = data_labels.read_dictionary(path)
+  for i, symbol in enumerate(symbols):
+    if symbol != str(i):
+      raise ValueError(f"{path}:{i + 1}: expected '{i} <count>', found symbol {symbol!r}")
+  return len(symbols)
+
 
 
 def label_manifest(manifest: Union[PathLike, manifest_lib.Manifest], centroids: np.ndarray,
