@@ -50,8 +50,13 @@ def load_demo_config():
 def time_pipeline(data, config, num_batches: int, **kwargs) -> tuple[float, float]:
   """(audio seconds per second, seconds per batch) over `num_batches` after 2 warm-up."""
   ds = pipeline.make_pretrain_dataset(
-      data, batch_size=config.data.batch_size, crop_samples=config.data.crop_samples,
-      min_samples=config.data.min_samples, seed=0, **kwargs)
+      data,
+      batch_size=config.data.batch_size,
+      crop_samples=config.data.crop_samples,
+      min_samples=config.data.min_samples,
+      seed=0,
+      **kwargs,
+  )
   iterator = iter(ds)
   for _ in range(2):  # Thread pool start-up, first file opens.
     next(iterator)
@@ -78,13 +83,16 @@ def time_train_step(config, num_steps: int, mean_valid_samples: float) -> tuple[
   schedule = learning_rate_schedule(config.optim, config.train.num_steps)
   params = init_params(model_config, batch_shape, 0)
   state = TrainState.create(params, optimizer, jax.random.key(2))
-  loss_fn = functools.partial(pretraining_loss, model_config=model_config,
-                              objective=config.objective)
+  loss_fn = functools.partial(
+      pretraining_loss, model_config=model_config, objective=config.objective
+  )
   loss_fn = lambda p, b, k, s, t, _f=loss_fn: _f(p, b, k, s, train=t)
   step = jax.jit(make_train_step(loss_fn, optimizer, schedule), donate_argnums=0)
   rng = np.random.default_rng(0)
-  batch = {'waveform': rng.normal(0, 0.1, batch_shape).astype(np.float32),
-           'padding_mask': np.zeros(batch_shape, bool)}
+  batch = {
+      'waveform': rng.normal(0, 0.1, batch_shape).astype(np.float32),
+      'padding_mask': np.zeros(batch_shape, bool),
+  }
   state, metrics = step(state, batch)  # Compile.
   jax.block_until_ready(metrics)
   start = time.perf_counter()
@@ -99,21 +107,30 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--batches', type=int, default=60, help='batches timed per pipeline')
   parser.add_argument('--train_steps', type=int, default=5, help='train steps timed')
-  parser.add_argument('--workers', type=int, default=0,
-                      help='also time grain worker processes (mp_prefetch) with this many')
+  parser.add_argument(
+      '--workers',
+      type=int,
+      default=0,
+      help='also time grain worker processes (mp_prefetch) with this many',
+  )
   args = parser.parse_args()
   config = load_demo_config()
   manifest = demo_corpus_dir() / 'train.tsv'
 
   with tempfile.TemporaryDirectory() as tmp:
     start = time.perf_counter()
-    summary = prepare.prepare(sources.open_source(manifest), pathlib.Path(tmp) / 'prepared',
-                              num_shards=4, progress=lambda _: None)
+    summary = prepare.prepare(
+        sources.open_source(manifest),
+        pathlib.Path(tmp) / 'prepared',
+        num_shards=4,
+        progress=lambda _: None,
+    )
     prepare_wall = time.perf_counter() - start
     prepared = pathlib.Path(tmp) / 'prepared'
 
-    rows = [('prepare-data (demo train, 4 shards, all cores)',
-             summary['seconds'] / prepare_wall, None)]
+    rows = [
+        ('prepare-data (demo train, 4 shards, all cores)', summary['seconds'] / prepare_wall, None)
+    ]
     crop = config.data.crop_samples
     runs = [
         ('pipeline: FLAC via manifest', manifest, {}),
@@ -122,9 +139,15 @@ def main():
     ]
     if args.workers:
       from absl import flags
+
       flags.FLAGS.mark_as_parsed()  # grain's worker processes read absl flags.
-      runs.append((f'pipeline: prepared, {args.workers} worker procs', prepared,
-                   {'num_workers': args.workers}))
+      runs.append(
+          (
+              f'pipeline: prepared, {args.workers} worker procs',
+              prepared,
+              {'num_workers': args.workers},
+          )
+      )
     measured = []
     for name, data, kwargs in runs:
       rate, per_batch = time_pipeline(data, config, args.batches, **kwargs)
@@ -133,17 +156,23 @@ def main():
     mean_valid = measured[0][1] * SR * measured[0][2]
     train_rate, per_step = time_train_step(config, args.train_steps, mean_valid)
 
-  print(f'\nInput pipeline vs train step, demo corpus, {os.cpu_count()} CPU cores, '
-        f'jax backend {jax.default_backend()} ({jax.devices()[0].device_kind})')
-  print(f'batch {config.data.batch_size} x {crop} samples; rates are seconds of audio '
-        'delivered per second on this host')
+  print(
+      f'\nInput pipeline vs train step, demo corpus, {os.cpu_count()} CPU cores, '
+      f'jax backend {jax.default_backend()} ({jax.devices()[0].device_kind})'
+  )
+  print(
+      f'batch {config.data.batch_size} x {crop} samples; rates are seconds of audio '
+      'delivered per second on this host'
+  )
   print(f'{"":48s} {"audio s/s":>10s} {"ms/batch":>9s} {"x train":>8s}')
   for name, rate, _ in rows:
     print(f'{name:48s} {rate:10.1f} {"":>9s} {"":>8s}')
   for name, rate, per_batch in measured:
     print(f'{name:48s} {rate:10.1f} {per_batch * 1e3:9.1f} {rate / train_rate:7.1f}x')
-  print(f'{"train step (configs/demo.py, jit)":48s} {train_rate:10.1f} {per_step * 1e3:9.1f} '
-        f'{1.0:7.1f}x')
+  print(
+      f'{"train step (configs/demo.py, jit)":48s} {train_rate:10.1f} {per_step * 1e3:9.1f} '
+      f'{1.0:7.1f}x'
+  )
   slowest = min(rate for _, rate, _ in measured) / train_rate
   verdict = 'OK' if slowest >= 3 else 'BOTTLENECK'
   print(f'slowest pipeline / train step = {slowest:.1f}x (need >= 3x): {verdict}')

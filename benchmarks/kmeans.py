@@ -32,15 +32,16 @@ def clustered_frames(n: int, dim: int, num_blobs: int, seed: int = 0) -> np.ndar
   which = rng.integers(0, num_blobs, n)
   out = np.empty((n, dim), np.float32)
   for start in range(0, n, 65536):
-    idx = which[start:start + 65536]
+    idx = which[start : start + 65536]
     noise = rng.standard_normal((len(idx), dim), dtype=np.float32)
-    out[start:start + len(idx)] = centres[idx] + noise * scales[idx, None]
+    out[start : start + len(idx)] = centres[idx] + noise * scales[idx, None]
   return out
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument("--quick", action="store_true", help="100k x 768, K=100")
   parser.add_argument("--frames", type=int, default=None)
   parser.add_argument("--dim", type=int, default=768)
@@ -55,28 +56,51 @@ def main():
 
   t0 = time.perf_counter()
   x = clustered_frames(n, args.dim, 2 * k)
-  print(f"data: {n} x {args.dim} float32 ({x.nbytes / 2**30:.2f} GiB), K={k}, "
-        f"{2 * k} blobs; generated in {time.perf_counter() - t0:.1f} s")
+  print(
+      f"data: {n} x {args.dim} float32 ({x.nbytes / 2**30:.2f} GiB), K={k}, "
+      f"{2 * k} blobs; generated in {time.perf_counter() - t0:.1f} s"
+  )
   print(f"jax {jax.__version__} on {jax.device_count()} x {jax.devices()[0].device_kind}")
 
   rows = []  # (name, seconds, centroids, note)
-  config = km.KMeans(k=k, batch_size=10_000, max_iter=args.max_iter, n_init=args.n_init,
-                     max_no_improvement=100, tol=0.0, seed=0)
+  config = km.KMeans(
+      k=k,
+      batch_size=10_000,
+      max_iter=args.max_iter,
+      n_init=args.n_init,
+      max_no_improvement=100,
+      tol=0.0,
+      seed=0,
+  )
   t0 = time.perf_counter()
   result = km.fit_kmeans(x, config)
-  rows.append(("jaxdisco", time.perf_counter() - t0, result.centroids,
-               f"{result.n_steps} steps"))
+  rows.append(("jaxdisco", time.perf_counter() - t0, result.centroids, f"{result.n_steps} steps"))
 
   if not args.skip_sklearn:
     from sklearn.cluster import MiniBatchKMeans  # pylint: disable=g-import-not-at-top
-    model = MiniBatchKMeans(n_clusters=k, init="k-means++", batch_size=10_000,
-                            max_iter=args.max_iter, n_init=args.n_init, tol=0.0,
-                            max_no_improvement=100, reassignment_ratio=0.0,
-                            compute_labels=False, random_state=0)
+
+    model = MiniBatchKMeans(
+        n_clusters=k,
+        init="k-means++",
+        batch_size=10_000,
+        max_iter=args.max_iter,
+        n_init=args.n_init,
+        tol=0.0,
+        max_no_improvement=100,
+        reassignment_ratio=0.0,
+        compute_labels=False,
+        random_state=0,
+    )
     t0 = time.perf_counter()
     model.fit(x)
-    rows.append(("sklearn MiniBatchKMeans", time.perf_counter() - t0,
-                 model.cluster_centers_.astype(np.float32), f"{model.n_steps_} steps"))
+    rows.append(
+        (
+            "sklearn MiniBatchKMeans",
+            time.perf_counter() - t0,
+            model.cluster_centers_.astype(np.float32),
+            f"{model.n_steps_} steps",
+        )
+    )
 
   try:
     import faiss  # pylint: disable=g-import-not-at-top
@@ -87,20 +111,29 @@ def main():
     index = faiss.Kmeans(args.dim, k, niter=args.faiss_niter, seed=0, verbose=False)
     t0 = time.perf_counter()
     index.train(x)
-    rows.append((f"faiss {faiss.__version__} Kmeans", time.perf_counter() - t0,
-                 np.asarray(index.centroids, np.float32),
-                 f"{args.faiss_niter} Lloyd passes on <=256/centroid"))
+    rows.append(
+        (
+            f"faiss {faiss.__version__} Kmeans",
+            time.perf_counter() - t0,
+            np.asarray(index.centroids, np.float32),
+            f"{args.faiss_niter} Lloyd passes on <=256/centroid",
+        )
+    )
 
   base_time = rows[0][1]
   base_inertia = None
-  print(f"\n| method | wall s | time / jaxdisco | inertia per frame | inertia / jaxdisco "
-        f"| notes |\n|---|---:|---:|---:|---:|---|")
+  print(
+      f"\n| method | wall s | time / jaxdisco | inertia per frame | inertia / jaxdisco "
+      f"| notes |\n|---|---:|---:|---:|---:|---|"
+  )
   for name, seconds, centroids, note in rows:
     _, d = km.assign(x, centroids)
     inertia = float(d.astype(np.float64).mean())
     base_inertia = base_inertia or inertia
-    print(f"| {name} | {seconds:.1f} | {seconds / base_time:.2f} | {inertia:.4f} | "
-          f"{inertia / base_inertia:.4f} | {note} |")
+    print(
+        f"| {name} | {seconds:.1f} | {seconds / base_time:.2f} | {inertia:.4f} | "
+        f"{inertia / base_inertia:.4f} | {note} |"
+    )
 
 
 if __name__ == "__main__":

@@ -10,4 +10,5 @@ __version__ = "0.1.0"
 def load_pretrained(path):
   """Loads a Hugging Face directory or a jaxdisco workdir/checkpoint; see `jaxdisco.pretrained`."""
   from jaxdisco.pretrained import load_pretrained as _load
+
   return _load(path)

@@ -13,16 +13,19 @@ from absl import app, logging
 
 def _pretrain():
   from jaxdisco.commands import pretrain
+
   return pretrain
 
 
 def _prepare_data():
   from jaxdisco.commands import prepare_data
+
   return prepare_data
 
 
 def _eval_units():
   from jaxdisco.commands import eval_units
+
   return eval_units
 
 
@@ -38,8 +41,11 @@ def run():
   argv = sys.argv
   if len(argv) < 2 or argv[1] not in COMMANDS:
     names = ", ".join(COMMANDS)
-    print(f"usage: jaxdisco <command> [flags]\ncommands: {names}\n"
-          f"'jaxdisco <command> --help' lists a command's flags.", file=sys.stderr)
+    print(
+        f"usage: jaxdisco <command> [flags]\ncommands: {names}\n"
+        f"'jaxdisco <command> --help' lists a command's flags.",
+        file=sys.stderr,
+    )
     sys.exit(2 if len(argv) >= 2 and argv[1] not in ("-h", "--help") else 0)
   command = COMMANDS[argv[1]]()
   logging.set_verbosity(logging.WARNING)

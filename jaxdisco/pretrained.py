@@ -23,12 +23,14 @@ class Pretrained:
   config: the ModelConfig; params: `{'params': {'backbone': ..., <optional heads>}}`;
   model_type: "wav2vec2" or "hubert" (the HF model_type it exports as).
   """
+
   config: ModelConfig
   params: Any
   model_type: str = "wav2vec2"
 
-  def extract_features(self, waveforms, padding_mask=None,
-                       output_layers: Optional[Sequence[int]] = None) -> dict[str, Any]:
+  def extract_features(
+      self, waveforms, padding_mask=None, output_layers: Optional[Sequence[int]] = None
+  ) -> dict[str, Any]:
     """Runs the backbone in inference mode (no dropout, no masking).
 
     waveforms: [batch, samples] float32, or [samples] for one utterance (a batch of 1 is
@@ -62,13 +64,15 @@ class Pretrained:
       if padding_mask is not None:
         padding_mask = jnp.asarray(padding_mask)[None]
     if wav.ndim != 2:
-      raise ValueError(f"waveforms: expected [batch, samples] or [samples], got shape "
-                       f"{wav.shape}")
+      raise ValueError(
+          f"waveforms: expected [batch, samples] or [samples], got shape " f"{wav.shape}"
+      )
     if padding_mask is not None:
       padding_mask = jnp.asarray(padding_mask, bool)
       if padding_mask.shape != wav.shape:
-        raise ValueError(f"padding_mask shape {padding_mask.shape} != waveforms shape "
-                         f"{wav.shape}")
+        raise ValueError(
+            f"padding_mask shape {padding_mask.shape} != waveforms shape " f"{wav.shape}"
+        )
     num_layers = self.config.num_layers
     selected = None
     run_layers = num_layers
@@ -77,8 +81,9 @@ class Pretrained:
       if not selected:
         raise ValueError("output_layers is empty")
       run_layers = max(selected)
-    last, hidden, valid = _run(self.config, run_layers, self.params["params"]["backbone"],
-                               wav, padding_mask)
+    last, hidden, valid = _run(
+        self.config, run_layers, self.params["params"]["backbone"], wav, padding_mask
+    )
     if selected is not None:
       hidden = tuple(hidden[i] for i in selected)
     return {"last_hidden_state": last, "hidden_states": tuple(hidden), "frame_valid": valid}
@@ -94,8 +99,14 @@ def _resolve_index(i: int, num_layers: int) -> int:
 def _run(config: ModelConfig, run_layers: int, backbone_params, wav, padding_mask):
   # Params are an argument, not a closure constant, so they are not baked into the program;
   # jit caches one executable per (config, depth, input shapes, mask given or not).
-  out = Wav2Vec2Backbone(config).apply({"params": backbone_params}, wav, padding_mask, None,
-                                       deterministic=True, num_layers=run_layers)
+  out = Wav2Vec2Backbone(config).apply(
+      {"params": backbone_params},
+      wav,
+      padding_mask,
+      None,
+      deterministic=True,
+      num_layers=run_layers,
+  )
   return out.last_hidden_state, out.hidden_states, out.frame_valid
 
 
@@ -105,6 +116,7 @@ def load_pretrained(path: str | os.PathLike) -> Pretrained:
   path = os.fspath(path)
   if _is_hf_directory(path):
     from jaxdisco.export.huggingface import load_hf_checkpoint
+
     cfg, params, model_type = load_hf_checkpoint(path)
     return Pretrained(cfg, params, model_type)
   if not os.path.exists(path):
@@ -112,15 +124,19 @@ def load_pretrained(path: str | os.PathLike) -> Pretrained:
   try:
     from jaxdisco.train.checkpoint import load_pretrained_params
   except ImportError as err:
-    raise ValueError(f"load_pretrained: {path!r} is not a Hugging Face directory (no "
-                     f"config.json with a model_type) and jaxdisco checkpoints cannot be read "
-                     f"here ({err})") from err
+    raise ValueError(
+        f"load_pretrained: {path!r} is not a Hugging Face directory (no "
+        f"config.json with a model_type) and jaxdisco checkpoints cannot be read "
+        f"here ({err})"
+    ) from err
   try:
     loaded = load_pretrained_params(path)
   except Exception as err:  # Whatever the checkpoint reader raises, say what was tried.
-    raise ValueError(f"load_pretrained: {path!r} is neither a Hugging Face directory (no "
-                     f"config.json with a model_type) nor a readable jaxdisco "
-                     f"workdir/checkpoint: {type(err).__name__}: {err}") from err
+    raise ValueError(
+        f"load_pretrained: {path!r} is neither a Hugging Face directory (no "
+        f"config.json with a model_type) nor a readable jaxdisco "
+        f"workdir/checkpoint: {type(err).__name__}: {err}"
+    ) from err
   cfg, params = loaded[0], loaded[1]  # A third element, if any, is the training step.
   if "params" not in params:
     params = {"params": params}

@@ -6,8 +6,9 @@ import pathlib
 
 import pytest
 
-_CACHE = pathlib.Path(os.environ.get("JAXDISCO_TEST_CACHE",
-                                     pathlib.Path(__file__).parent.parent / ".jax_test_cache"))
+_CACHE = pathlib.Path(
+    os.environ.get("JAXDISCO_TEST_CACHE", pathlib.Path(__file__).parent.parent / ".jax_test_cache")
+)
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
@@ -24,8 +25,10 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 def load_config(name: str):
   """Loads configs/<name>.py the way the CLI does."""
   from ml_collections import config_flags
+
   return config_flags.config_flags._LoadConfigModule(  # pylint: disable=protected-access
-      name, str(REPO / "configs" / f"{name}.py")).get_config()
+      name, str(REPO / "configs" / f"{name}.py")
+  ).get_config()
 
 
 def shrink_for_tests(config):

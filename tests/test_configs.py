@@ -17,9 +17,14 @@ def _num_params(model_config: ModelConfig, samples: int = 16000) -> int:
   model = Wav2Vec2ForPretraining(model_config)
   frames = model_config.num_frames(samples)
   shapes = jax.eval_shape(
-      lambda: model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)},
-                         np.zeros((1, samples), np.float32), None, np.zeros((1, frames), bool),
-                         temperature=2.0))
+      lambda: model.init(
+          {"params": jax.random.key(0), "dropout": jax.random.key(1)},
+          np.zeros((1, samples), np.float32),
+          None,
+          np.zeros((1, frames), bool),
+          temperature=2.0,
+      )
+  )
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nn.meta.unbox(shapes)))
 
 
@@ -28,6 +33,7 @@ def test_full_size_parameter_count_equals_transformers(name):
   torch = pytest.importorskip("torch")
   transformers = pytest.importorskip("transformers")
   from jaxdisco.export.huggingface import config_to_hf
+
   model_config = check_pretrain_config(load_config(name))
   hf_config = transformers.Wav2Vec2Config(**config_to_hf(model_config))
   with torch.device("meta"):  # shapes only: no 300M-parameter allocation

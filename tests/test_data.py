@@ -55,9 +55,7 @@ def corpus(tmp_path_factory):
   entries = []
   for i, length in enumerate(LENGTHS):
     name = f'spk/utt{i:02d}.' + ('flac' if i % 2 else 'wav')
-    soundfile.write(
-        base / 'audio' / name, utterance_ints(i, length), SR, subtype='PCM_16'
-    )
+    soundfile.write(base / 'audio' / name, utterance_ints(i, length), SR, subtype='PCM_16')
     entries.append((name, length))
   return write_manifest(base / 'train.tsv', 'audio', entries)
 
@@ -68,13 +66,13 @@ def odd_files(tmp_path_factory):
   base = tmp_path_factory.mktemp('odd')
   t = np.arange(2205) / 22050
   soundfile.write(base / 'demo.flac', 0.5 * np.sin(2 * np.pi * 440 * t), 22050)
-  (base / 'corrupt.flac').write_bytes(
-      np.random.default_rng(0).bytes(4096)
-  )
+  (base / 'corrupt.flac').write_bytes(np.random.default_rng(0).bytes(4096))
   left = utterance(0, 1000)
   right = -0.25 * np.ones(1000, np.float32)
   soundfile.write(
-      base / 'stereo.wav', np.stack([left, right], axis=1), SR,
+      base / 'stereo.wav',
+      np.stack([left, right], axis=1),
+      SR,
       subtype='FLOAT',
   )
   soundfile.write(base / 'empty.wav', np.zeros(0, np.float32), SR)
@@ -230,9 +228,7 @@ def batch_ids(batch) -> list[int]:
 
 
 def test_pretrain_batches_shapes_masks_and_crops(corpus):
-  ds = pipeline.make_pretrain_dataset(
-      corpus, batch_size=BATCH, crop_samples=CROP, num_epochs=1
-  )
+  ds = pipeline.make_pretrain_dataset(corpus, batch_size=BATCH, crop_samples=CROP, num_epochs=1)
   batches = list(ds)
   assert len(batches) == STEPS_PER_EPOCH
   seen = []
@@ -244,9 +240,7 @@ def test_pretrain_batches_shapes_masks_and_crops(corpus):
     assert batch['padding_mask'].dtype == bool
     assert batch['lengths'].shape == (BATCH,)
     assert batch['lengths'].dtype == np.int32
-    for row, mask, length in zip(
-        batch['waveform'], batch['padding_mask'], batch['lengths']
-    ):
+    for row, mask, length in zip(batch['waveform'], batch['padding_mask'], batch['lengths']):
       i = row_utterance_id(row)
       seen.append(i)
       assert length == min(LENGTHS[i], CROP)
@@ -262,9 +256,7 @@ def test_pretrain_batches_shapes_masks_and_crops(corpus):
 
 def test_same_seed_same_batches_different_seed_different_order(corpus):
   def first_batches(seed):
-    ds = pipeline.make_pretrain_dataset(
-        corpus, batch_size=BATCH, crop_samples=CROP, seed=seed
-    )
+    ds = pipeline.make_pretrain_dataset(corpus, batch_size=BATCH, crop_samples=CROP, seed=seed)
     return take(iter(ds), 2 * STEPS_PER_EPOCH)
 
   a, b, c = first_batches(0), first_batches(0), first_batches(1)
@@ -290,19 +282,13 @@ def test_unshuffled_order_is_manifest_order(corpus):
   ds = pipeline.make_pretrain_dataset(
       corpus, batch_size=BATCH, crop_samples=CROP, shuffle=False, num_epochs=1
   )
-  assert [i for batch in ds for i in batch_ids(batch)] == list(
-      range(len(LENGTHS))
-  )
+  assert [i for batch in ds for i in batch_ids(batch)] == list(range(len(LENGTHS)))
 
 
-@pytest.mark.parametrize(
-    'restore_at', [1, STEPS_PER_EPOCH, STEPS_PER_EPOCH + 1]
-)
+@pytest.mark.parametrize('restore_at', [1, STEPS_PER_EPOCH, STEPS_PER_EPOCH + 1])
 def test_checkpoint_restore_continues_exactly(corpus, restore_at):
   def make():
-    return pipeline.make_pretrain_dataset(
-        corpus, batch_size=BATCH, crop_samples=CROP, seed=3
-    )
+    return pipeline.make_pretrain_dataset(corpus, batch_size=BATCH, crop_samples=CROP, seed=3)
 
   iterator = iter(make())
   take(iterator, restore_at)
@@ -321,8 +307,12 @@ def test_processes_see_disjoint_shards_covering_all(corpus):
   shards = []
   for process_index in range(2):
     ds = pipeline.make_pretrain_dataset(
-        corpus, batch_size=2, crop_samples=CROP, num_epochs=1,
-        process_index=process_index, process_count=2,
+        corpus,
+        batch_size=2,
+        crop_samples=CROP,
+        num_epochs=1,
+        process_index=process_index,
+        process_count=2,
     )
     shards.append({i for batch in ds for i in batch_ids(batch)})
   assert not shards[0] & shards[1]
@@ -336,15 +326,17 @@ def test_min_samples_filters_before_reading(corpus):
   ids = {i for batch in ds for i in batch_ids(batch)}
   assert ids == {i for i, n in enumerate(LENGTHS) if n >= 2000}
   with pytest.raises(ValueError, match='min_samples=5000'):
-    pipeline.make_pretrain_dataset(
-        corpus, batch_size=1, crop_samples=CROP, min_samples=5000
-    )
+    pipeline.make_pretrain_dataset(corpus, batch_size=1, crop_samples=CROP, min_samples=5000)
 
 
 def test_normalize_uses_valid_samples_only(corpus):
   ds = pipeline.make_pretrain_dataset(
-      corpus, batch_size=BATCH, crop_samples=CROP, num_epochs=1,
-      shuffle=False, normalize=True,
+      corpus,
+      batch_size=BATCH,
+      crop_samples=CROP,
+      num_epochs=1,
+      shuffle=False,
+      normalize=True,
   )
   batch = next(iter(ds))  # Utterances 0-3, all shorter than CROP.
   for i, (row, length) in enumerate(zip(batch['waveform'], batch['lengths'])):
@@ -366,9 +358,7 @@ def test_normalize_uses_valid_samples_only(corpus):
 
 def test_eval_covers_every_utterance_once(corpus):
   batch_size = 5  # 12 utterances -> 3 batches, 3 dummy rows.
-  batches = list(
-      pipeline.make_eval_dataset(corpus, batch_size=batch_size, crop_samples=CROP)
-  )
+  batches = list(pipeline.make_eval_dataset(corpus, batch_size=batch_size, crop_samples=CROP))
   assert len(batches) == 3
   counts = collections.Counter()
   for batch in batches:
@@ -396,8 +386,11 @@ def test_eval_processes_get_equal_batch_counts(corpus):
   per_process = [
       list(
           pipeline.make_eval_dataset(
-              corpus, batch_size=4, crop_samples=CROP,
-              process_index=p, process_count=5,
+              corpus,
+              batch_size=4,
+              crop_samples=CROP,
+              process_index=p,
+              process_count=5,
           )
       )
       for p in range(5)

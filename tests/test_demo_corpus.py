@@ -23,90 +23,92 @@ SR = 16000
 
 
 def read_manifest(path: Path):
-    lines = path.read_text().splitlines()
-    root = Path(lines[0])
-    if not root.is_absolute():
-        root = path.parent / root
-    rows = []
-    for line in lines[1:]:
-        name, n = line.split("\t")
-        rows.append((name, int(n)))
-    return root, rows
+  lines = path.read_text().splitlines()
+  root = Path(lines[0])
+  if not root.is_absolute():
+    root = path.parent / root
+  rows = []
+  for line in lines[1:]:
+    name, n = line.split("\t")
+    rows.append((name, int(n)))
+  return root, rows
 
 
 def read_jsonl(path: Path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
+  return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def check_alignment(phones, duration: float) -> None:
-    assert phones, "empty alignment"
-    assert phones[0][1] == 0.0
-    for (_, _, end), (_, start, _) in zip(phones, phones[1:]):
-        assert start == pytest.approx(end, abs=1e-6), "alignment not contiguous"
-    for label, start, end in phones:
-        assert isinstance(label, str) and label
-        assert end > start
-    assert abs(phones[-1][2] - duration) <= 0.010
+  assert phones, "empty alignment"
+  assert phones[0][1] == 0.0
+  for (_, _, end), (_, start, _) in zip(phones, phones[1:]):
+    assert start == pytest.approx(end, abs=1e-6), "alignment not contiguous"
+  for label, start, end in phones:
+    assert isinstance(label, str) and label
+    assert end > start
+  assert abs(phones[-1][2] - duration) <= 0.010
 
 
 def check_split(corpus: Path, split: str):
-    """Validate one split; returns (ids, phone labels)."""
-    root, rows = read_manifest(corpus / f"{split}.tsv")
-    assert rows
-    words = (corpus / f"{split}.wrd").read_text().splitlines()
-    aligns = read_jsonl(corpus / f"{split}.align.jsonl")
-    assert len(words) == len(rows) == len(aligns)
-    ids, labels = [], set()
-    for (name, num_samples), text, align in zip(rows, words, aligns):
-        utt_id = name.removesuffix(".flac")
-        assert align["id"] == utt_id
-        assert text.strip()
-        info = sf.info(str(root / name))
-        assert info.samplerate == SR and info.channels == 1
-        assert info.frames == num_samples
-        check_alignment(align["phones"], num_samples / SR)
-        ids.append(utt_id)
-        labels.update(p[0] for p in align["phones"])
-    return ids, labels
+  """Validate one split; returns (ids, phone labels)."""
+  root, rows = read_manifest(corpus / f"{split}.tsv")
+  assert rows
+  words = (corpus / f"{split}.wrd").read_text().splitlines()
+  aligns = read_jsonl(corpus / f"{split}.align.jsonl")
+  assert len(words) == len(rows) == len(aligns)
+  ids, labels = [], set()
+  for (name, num_samples), text, align in zip(rows, words, aligns):
+    utt_id = name.removesuffix(".flac")
+    assert align["id"] == utt_id
+    assert text.strip()
+    info = sf.info(str(root / name))
+    assert info.samplerate == SR and info.channels == 1
+    assert info.frames == num_samples
+    check_alignment(align["phones"], num_samples / SR)
+    ids.append(utt_id)
+    labels.update(p[0] for p in align["phones"])
+  return ids, labels
 
 
 def test_demo_corpus_files():
-    ids = {}
-    labels = set()
-    for split in SPLITS:
-        split_ids, split_labels = check_split(CORPUS, split)
-        assert len(set(split_ids)) == len(split_ids)
-        ids[split] = set(split_ids)
-        labels |= split_labels
-    assert not ids["train"] & ids["valid"]
-    assert "sil" in labels
-    assert len(labels) >= 30
-    meta = read_jsonl(CORPUS / "meta.jsonl")
-    assert {m["id"] for m in meta} == ids["train"] | ids["valid"]
-    # Every audio file is listed in a manifest (no stale leftovers).
-    on_disk = {p.stem for p in (CORPUS / "audio").glob("*.flac")}
-    assert on_disk == ids["train"] | ids["valid"]
+  ids = {}
+  labels = set()
+  for split in SPLITS:
+    split_ids, split_labels = check_split(CORPUS, split)
+    assert len(set(split_ids)) == len(split_ids)
+    ids[split] = set(split_ids)
+    labels |= split_labels
+  assert not ids["train"] & ids["valid"]
+  assert "sil" in labels
+  assert len(labels) >= 30
+  meta = read_jsonl(CORPUS / "meta.jsonl")
+  assert {m["id"] for m in meta} == ids["train"] | ids["valid"]
+  # Every audio file is listed in a manifest (no stale leftovers).
+  on_disk = {p.stem for p in (CORPUS / "audio").glob("*.flac")}
+  assert on_disk == ids["train"] | ids["valid"]
 
 
 def test_demo_corpus_size():
-    size = sum(p.stat().st_size for p in CORPUS.rglob("*") if p.is_file())
-    assert size < 10e6, f"demo corpus grew to {size / 1e6:.1f} MB"
+  size = sum(p.stat().st_size for p in CORPUS.rglob("*") if p.is_file())
+  assert size < 10e6, f"demo corpus grew to {size / 1e6:.1f} MB"
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 def test_make_demo_corpus_script(tmp_path):
-    pytest.importorskip("soxr")
-    out = tmp_path / "corpus"
-    subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(out), "--num-train", "2", "--num-valid", "1"],
-        check=True, capture_output=True, text=True,
-    )
-    for name in ("README.md", "meta.jsonl"):
-        assert (out / name).is_file()
-    train_ids, labels = check_split(out, "train")
-    valid_ids, _ = check_split(out, "valid")
-    assert len(train_ids) == 2 and len(valid_ids) == 1
-    assert "sil" in labels and len(labels) > 5
-    for align in read_jsonl(out / "train.align.jsonl"):
-        phones = align["phones"]
-        assert phones[0][0] == "sil" and phones[-1][0] == "sil"
+  pytest.importorskip("soxr")
+  out = tmp_path / "corpus"
+  subprocess.run(
+      [sys.executable, str(SCRIPT), "--out", str(out), "--num-train", "2", "--num-valid", "1"],
+      check=True,
+      capture_output=True,
+      text=True,
+  )
+  for name in ("README.md", "meta.jsonl"):
+    assert (out / name).is_file()
+  train_ids, labels = check_split(out, "train")
+  valid_ids, _ = check_split(out, "valid")
+  assert len(train_ids) == 2 and len(valid_ids) == 1
+  assert "sil" in labels and len(labels) > 5
+  for align in read_jsonl(out / "train.align.jsonl"):
+    phones = align["phones"]
+    assert phones[0][0] == "sil" and phones[-1][0] == "sil"

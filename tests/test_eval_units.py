@@ -14,8 +14,7 @@ from jaxdisco.evaluation import units as ev
 
 def test_golden_values_from_hand_made_counts():
   # Phones a, b (rows) x units 0, 1, 2 (columns); 8 frames.
-  counts = np.array([[3, 1, 0],
-                     [0, 2, 2]])
+  counts = np.array([[3, 1, 0], [0, 2, 2]])
   q = ev.quality_from_counts(counts)
   # phone purity: per unit the top phone: 3/8 + 2/8 + 2/8.
   assert q["phone_purity"] == pytest.approx(7 / 8)
@@ -54,8 +53,10 @@ def test_frame_centres_and_expected_lengths():
 
 def _write_corpus(tmp_path, lengths=(28, 18)):
   align = tmp_path / "x.align.jsonl"
-  rows = [{"id": "u1", "phones": [["sil", 0, 0.1], ["a", 0.1, 0.2], ["b", 0.2, 0.3]]},
-          {"id": "u2", "phones": [["a", 0, 0.1], ["b", 0.1, 0.2]]}]
+  rows = [
+      {"id": "u1", "phones": [["sil", 0, 0.1], ["a", 0.1, 0.2], ["b", 0.2, 0.3]]},
+      {"id": "u2", "phones": [["a", 0, 0.1], ["b", 0.1, 0.2]]},
+  ]
   align.write_text("".join(json.dumps(r) + "\n" for r in rows))
   units = [np.arange(n) // 10 for n in lengths]
   lb.write_km(tmp_path / "x.km", units, ["u1", "u2"])
@@ -81,8 +82,9 @@ def test_evaluate_km_file_pairs_by_ids_and_reports_mismatches(tmp_path):
   metrics, phones, units = ev.evaluate_km_file(tmp_path / "x.km", align, frame_rate=100)
   assert metrics["frames"] == 28 + 17 and metrics["frame_diff"] == 2
   assert len(phones) == len(units) == 45
-  by_manifest, _, _ = ev.evaluate_km_file(tmp_path / "x.km", align, frame_rate=100,
-                                          manifest_path=tmp_path / "x.tsv")
+  by_manifest, _, _ = ev.evaluate_km_file(
+      tmp_path / "x.km", align, frame_rate=100, manifest_path=tmp_path / "x.tsv"
+  )
   assert by_manifest == metrics
 
   with pytest.raises(ev.AlignmentError, match="u1: 29 unit frames.*gives 14"):
@@ -92,8 +94,7 @@ def test_evaluate_km_file_pairs_by_ids_and_reports_mismatches(tmp_path):
     ev.evaluate_km_file(tmp_path / "x.km", align, frame_rate=100)
   (tmp_path / "y.tsv").write_text("audio\nu1.flac\t4800\nu3.flac\t3200\n")
   with pytest.raises(ev.AlignmentError, match="no alignment.*u3"):
-    ev.evaluate_km_file(tmp_path / "x.km", align, frame_rate=100,
-                        manifest_path=tmp_path / "y.tsv")
+    ev.evaluate_km_file(tmp_path / "x.km", align, frame_rate=100, manifest_path=tmp_path / "y.tsv")
 
 
 def test_plot_cooccurrence_writes_png(tmp_path):
@@ -106,10 +107,23 @@ def test_plot_cooccurrence_writes_png(tmp_path):
 
 def test_cli_prints_metrics_and_rejects_bad_input(tmp_path):
   align, _ = _write_corpus(tmp_path)
-  base = [sys.executable, "-m", "jaxdisco.cli", "eval-units", "--units", str(tmp_path / "x.km"),
-          "--alignments", str(align)]
-  ok = subprocess.run(base + ["--frame-rate", "100", "--plot", str(tmp_path / "p.png")],
-                      capture_output=True, text=True, check=False, timeout=120)
+  base = [
+      sys.executable,
+      "-m",
+      "jaxdisco.cli",
+      "eval-units",
+      "--units",
+      str(tmp_path / "x.km"),
+      "--alignments",
+      str(align),
+  ]
+  ok = subprocess.run(
+      base + ["--frame-rate", "100", "--plot", str(tmp_path / "p.png")],
+      capture_output=True,
+      text=True,
+      check=False,
+      timeout=120,
+  )
   assert ok.returncode == 0, ok.stderr
   assert "PNMI" in ok.stdout and "phone purity" in ok.stdout and "cluster purity" in ok.stdout
   assert (tmp_path / "p.png").exists()

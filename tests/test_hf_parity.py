@@ -40,10 +40,18 @@ LOSS_RTOL = 1e-5
 SAMPLES = 8000  # 24 frames with the standard (10,5)+(3,2)x4+(2,2)x2 stack.
 SHORT = 5000  # 15 frames: the padded second utterance.
 NUM_NEGATIVES = 10
-CODEBOOK = dict(num_codevector_groups=2, num_codevectors_per_group=8, codevector_dim=16,
-                proj_codevector_dim=16)
-TINY = dict(conv_dim=[32] * 7, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-            intermediate_size=64, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+CODEBOOK = dict(
+    num_codevector_groups=2, num_codevectors_per_group=8, codevector_dim=16, proj_codevector_dim=16
+)
+TINY = dict(
+    conv_dim=[32] * 7,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=4,
+)
 STYLES = {
     # BASE-like: group norm on the first conv, post-LN Transformer, no conv bias.
     "group_postln": dict(feat_extract_norm="group", do_stable_layer_norm=False, conv_bias=False),
@@ -115,8 +123,12 @@ def _check_hidden_states(hf_model, cfg, params, wav, attention_mask=None):
     # transformers 5.x records the pre-LN model's last layer output *before* the encoder
     # LayerNorm; ours (the 4.x convention) takes it after. Applying the norm bridges the two.
     encoder_norm = jax.tree.map(np.asarray, params["params"]["backbone"]["encoder"]["norm"])
-    pairs.append((_layer_norm(hf.hidden_states[num].numpy(), encoder_norm, cfg.layer_norm_eps),
-                  ours.hidden_states[num]))
+    pairs.append(
+        (
+            _layer_norm(hf.hidden_states[num].numpy(), encoder_norm, cfg.layer_norm_eps),
+            ours.hidden_states[num],
+        )
+    )
   else:
     pairs.append((hf.hidden_states[num], ours.hidden_states[num]))
   worst_valid = max(_max_diff(a, b, valid) for a, b in pairs)
@@ -128,8 +140,9 @@ def _check_hidden_states(hf_model, cfg, params, wav, attention_mask=None):
 @pytest.fixture(scope="module", params=sorted(STYLES))
 def w2v(request):
   torch.manual_seed(0)
-  config = transformers.Wav2Vec2Config(**TINY, **CODEBOOK, **STYLES[request.param],
-                                       num_negatives=NUM_NEGATIVES)
+  config = transformers.Wav2Vec2Config(
+      **TINY, **CODEBOOK, **STYLES[request.param], num_negatives=NUM_NEGATIVES
+  )
   model = _randomize_norms(transformers.Wav2Vec2ForPreTraining(config).eval())
   cfg, params = _import(model)
   return model, cfg, params
@@ -147,8 +160,10 @@ def test_hidden_states_match_hf(w2v):
   # Padded frames: HF zeroes them before the positional conv and masks them as keys, exactly
   # as we do, and still computes their (meaningless) outputs; they agree as well.
   assert padded <= HIDDEN_ATOL, padded
-  print(f"\n[{cfg.extractor_mode}/pre-LN={cfg.layer_norm_first}] hidden states max abs diff: "
-        f"unpadded {full:.2e}, padded batch valid frames {valid:.2e}, padded frames {padded:.2e}")
+  print(
+      f"\n[{cfg.extractor_mode}/pre-LN={cfg.layer_norm_first}] hidden states max abs diff: "
+      f"unpadded {full:.2e}, padded batch valid frames {valid:.2e}, padded frames {padded:.2e}"
+  )
 
 
 def test_pre_ln_last_hidden_state_convention(w2v):
@@ -175,18 +190,24 @@ def test_pretraining_loss_matches_hf(w2v):
   frames = cfg.num_frames(SAMPLES)
   frame_mask = model._get_feature_vector_attention_mask(frames, attention_mask)
   np.random.seed(0)  # HF's mask and negative samplers draw from numpy's global RNG.
-  mask = hf_w2v._compute_mask_indices((2, frames), mask_prob=0.5, mask_length=2,
-                                      attention_mask=frame_mask, min_masks=2)
+  mask = hf_w2v._compute_mask_indices(
+      (2, frames), mask_prob=0.5, mask_length=2, attention_mask=frame_mask, min_masks=2
+  )
   negatives = hf_w2v._sample_negative_indices((2, frames), NUM_NEGATIVES, mask)
   mask_t = torch.tensor(mask)
   with torch.no_grad():
-    hf = model(wav, attention_mask=attention_mask, mask_time_indices=mask_t,
-               sampled_negative_indices=torch.tensor(negatives, dtype=torch.long),
-               return_dict=True)
+    hf = model(
+        wav,
+        attention_mask=attention_mask,
+        mask_time_indices=mask_t,
+        sampled_negative_indices=torch.tensor(negatives, dtype=torch.long),
+        return_dict=True,
+    )
     # Train mode changes only the quantizer's perplexity: soft softmax instead of hard codes
     # (its codes are gumbel-random, its perplexity is not).
-    features = model.wav2vec2(wav, attention_mask=attention_mask,
-                              mask_time_indices=mask_t).extract_features
+    features = model.wav2vec2(
+        wav, attention_mask=attention_mask, mask_time_indices=mask_t
+    ).extract_features
     model.quantizer.train()
     try:
       _, hf_soft_perplexity = model.quantizer(features, mask_time_indices=mask_t)
@@ -194,17 +215,35 @@ def test_pretraining_loss_matches_hf(w2v):
       model.quantizer.eval()
 
   out = Wav2Vec2ForPretraining(cfg).apply(
-      params, jnp.asarray(wav.numpy()), jnp.asarray(attention_mask.numpy() == 0),
-      jnp.asarray(mask), temperature=2.0, deterministic=True, gumbel_key=None)
+      params,
+      jnp.asarray(wav.numpy()),
+      jnp.asarray(attention_mask.numpy() == 0),
+      jnp.asarray(mask),
+      temperature=2.0,
+      deterministic=True,
+      gumbel_key=None,
+  )
   # HF indexes the flattened batch*frames axis; ours are frame indices within the utterance.
   ours_negatives = jnp.asarray(negatives - (np.arange(2) * frames)[:, None, None])
-  logits = contrastive_logits(out.context, out.targets, out.codes, ours_negatives,
-                              temperature=model.config.contrastive_logits_temperature)
+  logits = contrastive_logits(
+      out.context,
+      out.targets,
+      out.codes,
+      ours_negatives,
+      temperature=model.config.contrastive_logits_temperature,
+  )
   weights = jnp.asarray(mask) & out.frame_valid
   num_vars = cfg.latent_vars * cfg.latent_groups
   weight = model.config.diversity_loss_weight
-  terms = wav2vec2_loss(logits, weights, out.prob_perplexity, num_vars, out.feature_penalty,
-                        diversity_weight=weight, feature_penalty_weight=0.0)
+  terms = wav2vec2_loss(
+      logits,
+      weights,
+      out.prob_perplexity,
+      num_vars,
+      out.feature_penalty,
+      diversity_weight=weight,
+      feature_penalty_weight=0.0,
+  )
   num_masked = int(mask.sum())
   assert float(terms.num_masked) == num_masked
 
@@ -219,17 +258,26 @@ def test_pretraining_loss_matches_hf(w2v):
       "code_perplexity": rel(out.code_perplexity, hf.codevector_perplexity),
       "prob_perplexity": rel(out.prob_perplexity, hf_soft_perplexity),
       # HF-style total with the soft perplexity (what training optimises).
-      "total": rel(terms.loss * terms.num_masked,
-                   hf.contrastive_loss + weight * num_masked * (num_vars - hf_soft_perplexity)
-                   / num_vars),
+      "total": rel(
+          terms.loss * terms.num_masked,
+          hf.contrastive_loss + weight * num_masked * (num_vars - hf_soft_perplexity) / num_vars,
+      ),
   }
   # HF's eval-mode `loss` uses the hard-code perplexity; reproduce it from our terms too.
-  eval_terms = wav2vec2_loss(logits, weights, out.code_perplexity, num_vars,
-                             out.feature_penalty, diversity_weight=weight,
-                             feature_penalty_weight=0.0)
+  eval_terms = wav2vec2_loss(
+      logits,
+      weights,
+      out.code_perplexity,
+      num_vars,
+      out.feature_penalty,
+      diversity_weight=weight,
+      feature_penalty_weight=0.0,
+  )
   checks["total_eval"] = rel(eval_terms.loss * eval_terms.num_masked, hf.loss)
-  print(f"\n[{cfg.extractor_mode}/pre-LN={cfg.layer_norm_first}] loss rel diffs: "
-        + ", ".join(f"{k} {v:.1e}" for k, v in checks.items()))
+  print(
+      f"\n[{cfg.extractor_mode}/pre-LN={cfg.layer_norm_first}] loss rel diffs: "
+      + ", ".join(f"{k} {v:.1e}" for k, v in checks.items())
+  )
   for name, value in checks.items():
     assert value <= LOSS_RTOL, (name, value)
   proj = _max_diff(hf.projected_states.numpy(), out.context)
@@ -245,9 +293,12 @@ def test_pretraining_loss_matches_hf(w2v):
 def test_hubert_hidden_states_match_hf(style, feat_proj_layer_norm):
   torch.manual_seed(0)
   # mask_time_prob 0: no masked_spec_embed in the checkpoint; the import zero-fills it.
-  config = transformers.HubertConfig(**TINY, **STYLES[style],
-                                     feat_proj_layer_norm=feat_proj_layer_norm,
-                                     mask_time_prob=0.05 if feat_proj_layer_norm else 0.0)
+  config = transformers.HubertConfig(
+      **TINY,
+      **STYLES[style],
+      feat_proj_layer_norm=feat_proj_layer_norm,
+      mask_time_prob=0.05 if feat_proj_layer_norm else 0.0,
+  )
   model = _randomize_norms(transformers.HubertModel(config).eval())
   cfg, params = _import(model)
   assert cfg.feature_projection_layer_norm == feat_proj_layer_norm
@@ -255,8 +306,10 @@ def test_hubert_hidden_states_match_hf(style, feat_proj_layer_norm):
   wav, attention_mask = _batch(seed=5)
   valid, padded = _check_hidden_states(model, cfg, params, wav, attention_mask)
   assert padded <= HIDDEN_ATOL
-  print(f"\n[hubert {style} feat_proj_ln={feat_proj_layer_norm}] max abs diff {valid:.2e} "
-        f"(padded frames {padded:.2e})")
+  print(
+      f"\n[hubert {style} feat_proj_ln={feat_proj_layer_norm}] max abs diff {valid:.2e} "
+      f"(padded frames {padded:.2e})"
+  )
 
 
 # ----------------------------------------------------------------------------- round trips
@@ -279,16 +332,24 @@ def _our_params(cfg, seed=0):
   wav = jnp.zeros((1, SAMPLES))
   mask = jnp.zeros((1, cfg.num_frames(SAMPLES)), bool)
   shapes = jax.eval_shape(
-      lambda: flax.linen.meta.unbox(model.init({"params": jax.random.key(0),
-                                                "dropout": jax.random.key(1)},
-                                               wav, None, mask, temperature=2.0)))
+      lambda: flax.linen.meta.unbox(
+          model.init(
+              {"params": jax.random.key(0), "dropout": jax.random.key(1)},
+              wav,
+              None,
+              mask,
+              temperature=2.0,
+          )
+      )
+  )
   rng = np.random.default_rng(seed)
   return jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(s.dtype), shapes)
 
 
 def _our_cfg(style):
   return hf_io.config_from_hf(
-      transformers.Wav2Vec2Config(**TINY, **CODEBOOK, **STYLES[style]).to_dict())
+      transformers.Wav2Vec2Config(**TINY, **CODEBOOK, **STYLES[style]).to_dict()
+  )
 
 
 @pytest.mark.parametrize("style", sorted(STYLES))
@@ -298,18 +359,21 @@ def test_params_round_trip_is_bit_exact(style):
   for include_heads in (True, False):
     state = hf_io.params_to_hf(params, cfg, include_heads=include_heads)
     back = hf_io.params_from_hf(state, cfg)
-    expected = params if include_heads else {
-        "params": {"backbone": params["params"]["backbone"]}}
+    expected = params if include_heads else {"params": {"backbone": params["params"]["backbone"]}}
     _tree_equal(expected, back)
   # HF -> ours -> HF: identical tensors; the parametrization names come back as weight_g/v.
   torch.manual_seed(0)
   hf_model = transformers.Wav2Vec2ForPreTraining(
-      transformers.Wav2Vec2Config(**TINY, **CODEBOOK, **STYLES[style]))
+      transformers.Wav2Vec2Config(**TINY, **CODEBOOK, **STYLES[style])
+  )
   original = _state_dict(hf_model)
   exported = hf_io.params_to_hf(hf_io.params_from_hf(original, cfg), cfg)
-  renamed = {k.replace("parametrizations.weight.original0", "weight_g")
-             .replace("parametrizations.weight.original1", "weight_v"): v
-             for k, v in original.items()}
+  renamed = {
+      k.replace("parametrizations.weight.original0", "weight_g").replace(
+          "parametrizations.weight.original1", "weight_v"
+      ): v
+      for k, v in original.items()
+  }
   assert sorted(exported) == sorted(renamed)
   for key, value in renamed.items():
     np.testing.assert_array_equal(exported[key], value, err_msg=key)
@@ -324,19 +388,23 @@ def _without_heads(cfg):
 def test_config_round_trip_and_hf_accepts_it():
   for style in STYLES:
     cfg = _our_cfg(style)
-    for model_type, config_cls in (("wav2vec2", transformers.Wav2Vec2Config),
-                                   ("hubert", transformers.HubertConfig)):
+    for model_type, config_cls in (
+        ("wav2vec2", transformers.Wav2Vec2Config),
+        ("hubert", transformers.HubertConfig),
+    ):
       hf_dict = hf_io.config_to_hf(cfg, model_type)
       assert hf_dict["architectures"]
       hf_config = config_cls(**hf_dict)
       back = hf_io.config_from_hf(hf_config.to_dict())
-      assert (_without_heads(back) == _without_heads(cfg)) if model_type == "hubert" \
-          else back == cfg
+      assert (
+          (_without_heads(back) == _without_heads(cfg)) if model_type == "hubert" else back == cfg
+      )
   base = ModelConfig()
   assert hf_io.config_from_hf(hf_io.config_to_hf(base)) == base
   no_ln = ModelConfig(feature_projection_layer_norm=False)
-  assert _without_heads(hf_io.config_from_hf(hf_io.config_to_hf(no_ln, "hubert"))) == \
-      _without_heads(no_ln)
+  assert _without_heads(
+      hf_io.config_from_hf(hf_io.config_to_hf(no_ln, "hubert"))
+  ) == _without_heads(no_ln)
   with pytest.raises(ValueError, match="feature_projection_layer_norm"):
     hf_io.config_to_hf(no_ln, "wav2vec2")
   with pytest.raises(ValueError, match="add_adapter"):
@@ -348,17 +416,20 @@ def test_save_loads_in_transformers_without_missing_keys(w2v, tmp_path):
   wav, attention_mask = _batch(seed=6)
   backbone_only = {"params": {"backbone": params["params"]["backbone"]}}
   hf_io.save_hf_checkpoint(tmp_path / "base", cfg, backbone_only)
-  loaded, info = transformers.Wav2Vec2Model.from_pretrained(tmp_path / "base",
-                                                           output_loading_info=True)
+  loaded, info = transformers.Wav2Vec2Model.from_pretrained(
+      tmp_path / "base", output_loading_info=True
+  )
   assert not info["missing_keys"] and not info["unexpected_keys"], info
   assert not info["mismatched_keys"] and not info["error_msgs"], info
   assert json.loads((tmp_path / "base" / "config.json").read_text())["architectures"] == [
-      "Wav2Vec2Model"]
+      "Wav2Vec2Model"
+  ]
   _check_hidden_states(loaded.eval(), cfg, params, wav, attention_mask)
 
   hf_io.save_hf_checkpoint(tmp_path / "full", cfg, params)
-  loaded, info = transformers.Wav2Vec2ForPreTraining.from_pretrained(tmp_path / "full",
-                                                                    output_loading_info=True)
+  loaded, info = transformers.Wav2Vec2ForPreTraining.from_pretrained(
+      tmp_path / "full", output_loading_info=True
+  )
   assert not any(info.values()), info
   for key, value in model.state_dict().items():
     np.testing.assert_array_equal(loaded.state_dict()[key].numpy(), value.numpy(), err_msg=key)
@@ -366,8 +437,9 @@ def test_save_loads_in_transformers_without_missing_keys(w2v, tmp_path):
 
 def test_hubert_save_loads_in_transformers(tmp_path):
   torch.manual_seed(0)
-  model = _randomize_norms(transformers.HubertModel(
-      transformers.HubertConfig(**TINY, **STYLES["group_postln"])).eval())
+  model = _randomize_norms(
+      transformers.HubertModel(transformers.HubertConfig(**TINY, **STYLES["group_postln"])).eval()
+  )
   cfg, params = _import(model)
   hf_io.save_hf_checkpoint(tmp_path, cfg, params, "hubert")
   loaded, info = transformers.HubertModel.from_pretrained(tmp_path, output_loading_info=True)
@@ -390,8 +462,11 @@ def test_load_pretrained_from_hf_directory(w2v, tmp_path):
   assert out["last_hidden_state"].shape == (2, cfg.num_frames(SAMPLES), cfg.embed_dim)
   assert len(out["hidden_states"]) == cfg.num_layers + 1
   np.testing.assert_array_equal(out["frame_valid"], ref.frame_valid)
-  for a, b in zip(out["hidden_states"] + (out["last_hidden_state"],),
-                  ref.hidden_states + (ref.last_hidden_state,), strict=True):
+  for a, b in zip(
+      out["hidden_states"] + (out["last_hidden_state"],),
+      ref.hidden_states + (ref.last_hidden_state,),
+      strict=True,
+  ):
     np.testing.assert_allclose(a, b, atol=1e-5)  # jit vs op-by-op fusion
   # Compiled once per input shape: a second call with the same shapes does not retrace.
   cache_size = pretrained_lib._run._cache_size()
@@ -436,8 +511,9 @@ def test_clear_errors(w2v, tmp_path):
     hf_io.params_from_hf({**state, "wav2vec2.encoder.mystery": np.zeros(1)}, cfg)
   bad = dict(state)
   bad["wav2vec2.encoder.layers.1.feed_forward.intermediate_dense.weight"] = np.zeros((65, 32))
-  with pytest.raises(ValueError, match=r"intermediate_dense.weight: expected \(64, 32\), "
-                                       r"found \(65, 32\)"):
+  with pytest.raises(
+      ValueError, match=r"intermediate_dense.weight: expected \(64, 32\), " r"found \(65, 32\)"
+  ):
     hf_io.params_from_hf(bad, cfg)
   missing = {k: v for k, v in state.items() if "layers.1.final_layer_norm" not in k}
   with pytest.raises(ValueError, match="missing keys.*layers.1.final_layer_norm"):

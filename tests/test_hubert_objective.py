@@ -8,8 +8,12 @@ from flax import linen as nn
 
 from jaxdisco.models.config import ModelConfig
 from jaxdisco.models.hubert import HubertForPretraining
-from jaxdisco.objectives.hubert import (check_label_length, cosine_logits, frame_labels,
-                                        hubert_loss)
+from jaxdisco.objectives.hubert import (
+    check_label_length,
+    cosine_logits,
+    frame_labels,
+    hubert_loss,
+)
 
 
 def _reference_masked_loss(proj, embeddings, labels, weights, temperature):
@@ -28,8 +32,11 @@ def _reference_masked_loss(proj, embeddings, labels, weights, temperature):
   logits = torch.cosine_similarity(x.float(), targets.float(), dim=-1) / temperature
   logits[1:][neg_is_pos] = float("-inf")
   logits = logits.transpose(0, 1)
-  return float(torch.nn.functional.cross_entropy(
-      logits, torch.zeros(len(x), dtype=torch.long), reduction="sum"))
+  return float(
+      torch.nn.functional.cross_entropy(
+          logits, torch.zeros(len(x), dtype=torch.long), reduction="sum"
+      )
+  )
 
 
 def test_masked_prediction_loss_equals_reference_construction():
@@ -40,8 +47,9 @@ def test_masked_prediction_loss_equals_reference_construction():
   mask = jax.random.bernoulli(k4, 0.5, (2, 30))
   valid = jnp.arange(30)[None] < jnp.array([[30], [22]])
   logits = cosine_logits(proj, embeddings, 0.1)[None]
-  terms = hubert_loss(logits, labels[None], mask, valid, jnp.float32(0.3),
-                      feature_penalty_weight=10.0)
+  terms = hubert_loss(
+      logits, labels[None], mask, valid, jnp.float32(0.3), feature_penalty_weight=10.0
+  )
   expected = _reference_masked_loss(proj, embeddings, labels, mask & valid, 0.1)
   np.testing.assert_allclose(terms.masked_loss, expected, rtol=1e-5)
   n = float((mask & valid).sum())
@@ -60,9 +68,16 @@ def test_labels_align_to_frames():
 
 
 def test_untied_heads_per_label_set():
-  cfg = ModelConfig(conv_layers="[(16, 10, 5)] + [(16, 3, 2)] * 4 + [(16, 2, 2)] * 2",
-                    embed_dim=16, num_layers=1, num_heads=2, ffn_dim=32, final_dim=8,
-                    pos_conv_kernel=8, pos_conv_groups=4)
+  cfg = ModelConfig(
+      conv_layers="[(16, 10, 5)] + [(16, 3, 2)] * 4 + [(16, 2, 2)] * 2",
+      embed_dim=16,
+      num_layers=1,
+      num_heads=2,
+      ffn_dim=32,
+      final_dim=8,
+      pos_conv_kernel=8,
+      pos_conv_groups=4,
+  )
   model = HubertForPretraining(cfg, num_classes=(5, 7))
   wav = jnp.zeros((2, 4000))
   frames = cfg.num_frames(4000)

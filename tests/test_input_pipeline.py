@@ -44,8 +44,13 @@ def corpora(tmp_path_factory):
     soundfile.write(base / 'audio' / f'u{i:02d}.flac', ints(i, n), SR, subtype='PCM_16')
   manifest = base / 'train.tsv'
   manifest.write_text('audio\n' + ''.join(f'u{i:02d}.flac\t{n}\n' for i, n in enumerate(LENGTHS)))
-  prepare.prepare(sources.open_source(manifest), base / 'prepared', num_shards=2, num_workers=1,
-                  progress=lambda _: None)
+  prepare.prepare(
+      sources.open_source(manifest),
+      base / 'prepared',
+      num_shards=2,
+      num_workers=1,
+      progress=lambda _: None,
+  )
   return manifest, base / 'prepared'
 
 
@@ -63,12 +68,14 @@ def assert_batches_equal(a, b):
 
 def test_prepared_dir_streams_the_same_batches_as_the_manifest(corpora):
   manifest, prepared = corpora
-  make = lambda data: list(pipeline.make_pretrain_dataset(
-      data, batch_size=4, crop_samples=4000, seed=5, num_epochs=2))
+  make = lambda data: list(
+      pipeline.make_pretrain_dataset(data, batch_size=4, crop_samples=4000, seed=5, num_epochs=2)
+  )
   assert_batches_equal(make(manifest), make(prepared))
   assert_batches_equal(
       list(pipeline.make_eval_dataset(manifest, batch_size=5, crop_samples=3000)),
-      list(pipeline.make_eval_dataset(str(prepared), batch_size=5, crop_samples=3000)))
+      list(pipeline.make_eval_dataset(str(prepared), batch_size=5, crop_samples=3000)),
+  )
 
 
 def bucketed(prepared, **kwargs):
@@ -101,7 +108,8 @@ def test_bucket_lengths_helper():
   assert bucketing.bucket_lengths(16000, 16000, 3) == (16000,)
   np.testing.assert_array_equal(
       bucketing.assign_buckets(np.array([10, 3200, 5000, 5120, 9999]), (3200, 5120, 8000)),
-      [0, 0, 0, 1, 2])
+      [0, 0, 0, 1, 2],
+  )
   with pytest.raises(ValueError, match='no bucket holds a full global batch'):
     bucketing.BucketPlan([100, 200], (100, 200), 3)
 
@@ -118,17 +126,22 @@ def test_bucketed_restore_mid_epoch_continues_exactly(corpora, restore_at):
   restored.set_state(state)
   assert_batches_equal(expected, take(restored, 6))
   # Same seed, fresh pipeline: same stream; another seed: another one.
-  assert_batches_equal(take(iter(bucketed(prepared, masking=spec)), 3),
-                       take(iter(bucketed(prepared, masking=spec)), 3))
+  assert_batches_equal(
+      take(iter(bucketed(prepared, masking=spec)), 3),
+      take(iter(bucketed(prepared, masking=spec)), 3),
+  )
   other = take(iter(bucketed(prepared, seed=2)), 3)
-  assert [b['waveform'].shape for b in other] != [b['waveform'].shape for b in expected[:3]] or \
-      any((x['waveform'] != y['waveform']).any() for x, y in zip(other, expected))
+  assert [b['waveform'].shape for b in other] != [b['waveform'].shape for b in expected[:3]] or any(
+      (x['waveform'] != y['waveform']).any() for x, y in zip(other, expected)
+  )
 
 
 def test_two_processes_same_bucket_disjoint_rows_covering_the_epoch(corpora):
   _, prepared = corpora
-  per_process = [list(bucketed(prepared, batch_size=2, process_index=p, process_count=2,
-                               num_epochs=1)) for p in range(2)]
+  per_process = [
+      list(bucketed(prepared, batch_size=2, process_index=p, process_count=2, num_epochs=1))
+      for p in range(2)
+  ]
   assert len(per_process[0]) == len(per_process[1])
   seen = []
   for a, b in zip(*per_process):
@@ -141,9 +154,21 @@ def test_two_processes_same_bucket_disjoint_rows_covering_the_epoch(corpora):
   assert len(seen) == len(set(seen)) == len(plan) * 4  # Everything the epoch plans.
 
   # Unbucketed: disjoint manifest slices that cover all utterances.
-  shards = [{row_id(r) for b in pipeline.make_pretrain_dataset(
-      prepared, batch_size=3, crop_samples=4000, num_epochs=1, process_index=p,
-      process_count=2) for r in b['waveform']} for p in range(2)]
+  shards = [
+      {
+          row_id(r)
+          for b in pipeline.make_pretrain_dataset(
+              prepared,
+              batch_size=3,
+              crop_samples=4000,
+              num_epochs=1,
+              process_index=p,
+              process_count=2,
+          )
+          for r in b['waveform']
+      }
+      for p in range(2)
+  ]
   assert not shards[0] & shards[1] and shards[0] | shards[1] == set(range(24))
 
 
@@ -155,22 +180,23 @@ def test_mixing_follows_weights(corpora, tmp_path):
     soundfile.write(tmp_path / 'a' / f'x{k}.wav', ints(100 + k, 2000), SR, subtype='PCM_16')
   other = tmp_path / 'other.tsv'
   other.write_text('a\n' + ''.join(f'x{k}.wav\t2000\n' for k in range(4)))
-  ds = pipeline.make_pretrain_dataset([prepared, other], mix_weights=[3, 1], batch_size=4,
-                                      crop_samples=2000, seed=0)
+  ds = pipeline.make_pretrain_dataset(
+      [prepared, other], mix_weights=[3, 1], batch_size=4, crop_samples=2000, seed=0
+  )
   ids = [row_id(r) for b in take(iter(ds), 20) for r in b['waveform']]
   from_other = sum(i >= 100 for i in ids)
   assert from_other == len(ids) // 4
   assert {i for i in ids if i >= 100} == {100, 101, 102, 103}
   with pytest.raises(ValueError, match='num_epochs=None'):
-    pipeline.make_pretrain_dataset([prepared, other], batch_size=4, crop_samples=2000,
-                                   num_epochs=1)
+    pipeline.make_pretrain_dataset([prepared, other], batch_size=4, crop_samples=2000, num_epochs=1)
 
 
 def test_pipeline_masks_and_negatives(corpora):
   _, prepared = corpora
   spec = span_masks.MaskingSpec(CONV, mask_prob=0.4, mask_length=3, num_negatives=6)
-  ds = pipeline.make_pretrain_dataset(prepared, batch_size=4, crop_samples=4000, seed=3,
-                                      masking=spec)
+  ds = pipeline.make_pretrain_dataset(
+      prepared, batch_size=4, crop_samples=4000, seed=3, masking=spec
+  )
   for batch in take(iter(ds), 4):
     frames = int(conv_output_length(4000, CONV))
     mask, negatives = batch['mask'], batch['negatives']
@@ -180,7 +206,7 @@ def test_pipeline_masks_and_negatives(corpora):
     counts = mask.sum(-1)
     assert (counts == counts[0]).all() and counts[0] >= 2  # require_same_masks
     for b in range(4):
-      assert not mask[b, valid[b]:].any()
+      assert not mask[b, valid[b] :].any()
       for t in np.flatnonzero(mask[b]):
         assert mask[b, negatives[b, t]].all()  # Negatives are masked frames...
         assert (negatives[b, t] != t).all()  # ...other than the frame itself.
@@ -206,8 +232,10 @@ def test_global_batch_helpers():
   with pytest.raises(ValueError, match='multiple of the number of processes \\(3\\)'):
     multihost.global_batch_to_local(32, process_count=3)
   mesh = jax.make_mesh((len(jax.devices()),), ('data',))
-  local = {'waveform': np.ones((len(jax.devices()) * 2, 80), np.float32),
-           'lengths': np.arange(len(jax.devices()) * 2, dtype=np.int32)}
+  local = {
+      'waveform': np.ones((len(jax.devices()) * 2, 80), np.float32),
+      'lengths': np.arange(len(jax.devices()) * 2, dtype=np.int32),
+  }
   global_batch = multihost.make_global_batch(local, mesh)
   assert global_batch['waveform'].shape == local['waveform'].shape
   np.testing.assert_array_equal(np.asarray(global_batch['lengths']), local['lengths'])

@@ -25,12 +25,22 @@ def test_inertia_within_one_percent_of_sklearn_minibatch():
   # reassignment_ratio 0) with n_init and max_iter shrunk identically on both sides.
   ours = km.fit_kmeans(x, km.KMeans(k=50, batch_size=10_000, n_init=3, max_iter=20, seed=0))
   theirs = sklearn_cluster.MiniBatchKMeans(
-      n_clusters=50, init="k-means++", batch_size=10_000, n_init=3, max_iter=20, tol=0.0,
-      max_no_improvement=100, reassignment_ratio=0.0, compute_labels=False,
-      random_state=0).fit(x)
+      n_clusters=50,
+      init="k-means++",
+      batch_size=10_000,
+      n_init=3,
+      max_iter=20,
+      tol=0.0,
+      max_no_improvement=100,
+      reassignment_ratio=0.0,
+      compute_labels=False,
+      random_state=0,
+  ).fit(x)
   sklearn_inertia = -theirs.score(x)
-  print(f"inertia ours {ours.inertia:.1f} sklearn {sklearn_inertia:.1f} "
-        f"ratio {ours.inertia / sklearn_inertia:.4f}")
+  print(
+      f"inertia ours {ours.inertia:.1f} sklearn {sklearn_inertia:.1f} "
+      f"ratio {ours.inertia / sklearn_inertia:.4f}"
+  )
   assert ours.inertia <= 1.01 * sklearn_inertia
   assert ours.n_steps == theirs.n_steps_ == 40  # 20 * 20000 // 10000, no early stop
   _, d = km.assign(x, ours.centroids)
@@ -86,8 +96,7 @@ def test_save_load_and_sklearn_import(tmp_path):
   np.testing.assert_array_equal(centroids, model.cluster_centers_.astype(np.float32))
   np.testing.assert_array_equal(km.assign(x, centroids)[0], model.predict(x))
 
-  meta = {"feature_source": "mfcc", "layer": None, "layer_output": "mfcc_39",
-          "inertia": 1.5}
+  meta = {"feature_source": "mfcc", "layer": None, "layer_output": "mfcc_39", "inertia": 1.5}
   km.save_centroids(tmp_path / "out" / "mfcc_k5", centroids, meta)
   loaded, loaded_meta = km.load_centroids(tmp_path / "out" / "mfcc_k5")
   np.testing.assert_array_equal(loaded, centroids)

@@ -47,10 +47,15 @@ _SCRIPT = textwrap.dedent("""
 
 
 def test_four_devices_match_one_device():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             JAX_PLATFORMS="cpu")
-  result = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True,
-                          text=True, timeout=300, check=False)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+  result = subprocess.run(
+      [sys.executable, "-c", _SCRIPT],
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+  )
   print(result.stdout)
   assert result.returncode == 0, result.stderr[-4000:]
   assert result.stdout.strip().endswith("OK")

@@ -26,8 +26,14 @@ def _reference_mask_fraction(sz, mask_prob, mask_length, min_masks, trials, seed
 
 @pytest.mark.parametrize("sz", [49, 124, 400])
 def test_mask_fraction_matches_reference_algorithm(sz):
-  mask = mask_spans(jax.random.key(0), jnp.full((256,), sz), sz, mask_prob=0.65, mask_length=10,
-                    require_same_masks=False)
+  mask = mask_spans(
+      jax.random.key(0),
+      jnp.full((256,), sz),
+      sz,
+      mask_prob=0.65,
+      mask_length=10,
+      require_same_masks=False,
+  )
   ours = float(mask.mean())
   ref = _reference_mask_fraction(sz, 0.65, 10, 2, 2000)
   assert abs(ours - ref) < 0.02, (ours, ref)
@@ -45,8 +51,17 @@ def test_masks_respect_padding_and_are_trimmed_to_same_count():
 
 
 def test_masks_are_spans_and_deterministic_under_jit():
-  fn = jax.jit(lambda k: mask_spans(k, jnp.array([200]), 200, mask_prob=0.1, mask_length=10,
-                                    min_masks=1, require_same_masks=False))
+  fn = jax.jit(
+      lambda k: mask_spans(
+          k,
+          jnp.array([200]),
+          200,
+          mask_prob=0.1,
+          mask_length=10,
+          min_masks=1,
+          require_same_masks=False,
+      )
+  )
   a, b = np.asarray(fn(jax.random.key(3))), np.asarray(fn(jax.random.key(3)))
   np.testing.assert_array_equal(a, b)
   runs = np.diff(np.concatenate([[0], a[0].astype(int), [0]]))

@@ -15,8 +15,17 @@ from jaxdisco.train.config_checks import ConfigError
 from jaxdisco.train.metrics import read_metrics
 from jaxdisco.train.pretrain import train_and_evaluate
 
-REQUIRED_METRICS = ("step", "loss", "contrastive_loss", "diversity_loss", "code_perplexity",
-                    "accuracy", "learning_rate", "grad_norm", "steps_per_sec")
+REQUIRED_METRICS = (
+    "step",
+    "loss",
+    "contrastive_loss",
+    "diversity_loss",
+    "code_perplexity",
+    "accuracy",
+    "learning_rate",
+    "grad_norm",
+    "steps_per_sec",
+)
 
 
 def test_run_writes_checkpoints_metrics_and_plot(tiny_demo_config, tmp_path):
@@ -27,7 +36,10 @@ def test_run_writes_checkpoints_metrics_and_plot(tiny_demo_config, tmp_path):
   for key in REQUIRED_METRICS:
     assert all(np.isfinite(r[key]) for r in train_rows), key
   assert any("valid_loss" in r for r in rows)
-  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["3", "6"]
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [
+      "3",
+      "6",
+  ]
   assert (tmp_path / "curves.png").stat().st_size > 10_000
   assert list(tmp_path.glob("events.out.tfevents.*"))
   assert summary["step"] == 6
@@ -37,6 +49,7 @@ def test_run_writes_checkpoints_metrics_and_plot(tiny_demo_config, tmp_path):
   # The user-facing loader reads the same workdir and runs the trained encoder.
   import jaxdisco
   from jaxdisco.models.wav2vec2 import Wav2Vec2ForPretraining
+
   wav = np.random.default_rng(0).standard_normal((2, 8000)).astype(np.float32)
   features = jaxdisco.load_pretrained(tmp_path).extract_features(wav)
   model = Wav2Vec2ForPretraining(config)
@@ -67,7 +80,9 @@ def test_checkpoint_from_another_config_is_refused(tiny_demo_config, tmp_path):
   tiny_demo_config.train.num_steps = 3
   train_and_evaluate(tiny_demo_config, tmp_path)
   tiny_demo_config.model.embed_dim = 64
-  with pytest.raises(CheckpointMismatchError, match=r"model\.embed_dim: checkpoint has 32, config has 64"):
+  with pytest.raises(
+      CheckpointMismatchError, match=r"model\.embed_dim: checkpoint has 32, config has 64"
+  ):
     train_and_evaluate(tiny_demo_config, tmp_path)
   assert (tmp_path / "checkpoints" / "3").exists()  # nothing was lost
 
@@ -85,6 +100,7 @@ def test_bad_config_value_names_the_field(tiny_demo_config, tmp_path):
 def _copy_corpus(tmp_path, corrupt_index):
   """A copy of the first 12 demo utterances with one replaced by garbage bytes."""
   from jaxdisco.assets import demo_corpus_dir
+
   src = demo_corpus_dir()
   lines = (src / "train.tsv").read_text().splitlines()[1:13]
   audio = tmp_path / "audio"
@@ -105,10 +121,13 @@ def test_corrupt_audio_is_reported_before_training(tiny_demo_config, tmp_path):
     train_and_evaluate(tiny_demo_config, tmp_path / "run")
 
 
-def test_corrupt_audio_mid_run_stops_with_file_name_and_keeps_checkpoints(tiny_demo_config, tmp_path):
+def test_corrupt_audio_mid_run_stops_with_file_name_and_keeps_checkpoints(
+    tiny_demo_config, tmp_path
+):
   manifest, bad = _copy_corpus(tmp_path, 5)
   good_copy = tmp_path / "good.flac"
   from jaxdisco.assets import demo_corpus_dir
+
   shutil.copy(demo_corpus_dir() / "audio" / bad, good_copy)
   (tmp_path / "audio" / bad).write_bytes(good_copy.read_bytes())  # healthy for the first run
   tiny_demo_config.data.train_manifest = str(manifest)
@@ -147,9 +166,11 @@ def test_empty_manifest_is_reported(tiny_demo_config, tmp_path):
 def test_trains_from_prepared_shards_with_buckets_and_pipeline_masks(tiny_demo_config, tmp_path):
   from jaxdisco.assets import demo_corpus_dir
   from jaxdisco.data import prepare, sources
+
   prepared = tmp_path / "prepared"
-  prepare.prepare(sources.open_source(demo_corpus_dir() / "train.tsv"), prepared, num_shards=2,
-                  num_workers=0)
+  prepare.prepare(
+      sources.open_source(demo_corpus_dir() / "train.tsv"), prepared, num_shards=2, num_workers=0
+  )
   c = tiny_demo_config
   c.data.train_manifest = str(prepared)
   c.data.buckets = 2

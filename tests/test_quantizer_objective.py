@@ -10,8 +10,9 @@ from jaxdisco.quantizers.gumbel import gumbel_quantize, gumbel_temperature, perp
 
 def test_temperature_schedule():
   assert float(gumbel_temperature(0, 2.0, 0.5, 0.999995)) == 2.0
-  np.testing.assert_allclose(gumbel_temperature(100_000, 2.0, 0.5, 0.999995),
-                             2.0 * 0.999995 ** 100_000, rtol=1e-5)
+  np.testing.assert_allclose(
+      gumbel_temperature(100_000, 2.0, 0.5, 0.999995), 2.0 * 0.999995**100_000, rtol=1e-5
+  )
   assert float(gumbel_temperature(10_000_000, 2.0, 0.5, 0.999995)) == 0.5
 
 
@@ -30,8 +31,9 @@ def test_hard_gumbel_is_one_hot_forward_with_soft_gradients():
   weights, codes = gumbel_quantize(logits, jax.random.key(1), 1.0)
   np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-6)
   np.testing.assert_allclose(jnp.max(weights, -1), 1.0, atol=1e-6)
-  grad = jax.grad(lambda l: jnp.sum(gumbel_quantize(l, jax.random.key(1), 1.0)[0] *
-                                    jnp.arange(5.0)))(logits)
+  grad = jax.grad(
+      lambda l: jnp.sum(gumbel_quantize(l, jax.random.key(1), 1.0)[0] * jnp.arange(5.0))
+  )(logits)
   assert float(jnp.abs(grad).sum()) > 0  # straight-through: gradient reaches the logits
   det, det_codes = gumbel_quantize(logits, None, 1.0)
   np.testing.assert_array_equal(det_codes, jnp.argmax(logits, -1))
@@ -53,8 +55,15 @@ def test_contrastive_logits_golden_and_neg_is_pos():
 def test_loss_terms_golden():
   logits = jnp.array([[[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
   weights = jnp.array([[True, True]])
-  terms = wav2vec2_loss(logits, weights, jnp.float32(6.0), 8, jnp.float32(0.5),
-                        diversity_weight=0.1, feature_penalty_weight=10.0)
+  terms = wav2vec2_loss(
+      logits,
+      weights,
+      jnp.float32(6.0),
+      8,
+      jnp.float32(0.5),
+      diversity_weight=0.1,
+      feature_penalty_weight=10.0,
+  )
   ce = [np.log(np.exp(2) + 2) - 2, np.log(np.e + 2)]
   np.testing.assert_allclose(terms.contrastive_loss, sum(ce), rtol=1e-6)
   np.testing.assert_allclose(terms.diversity_loss, (8 - 6) / 8, rtol=1e-6)

@@ -59,11 +59,16 @@ class TinySpeech(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version('1.0.0')
 
   def _info(self):
-    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-        'id': tfds.features.Text(),
-        'speech': tfds.features.Tensor(shape=(None,), dtype=np.int16),
-        'text': tfds.features.Text(),
-    }))
+    return tfds.core.DatasetInfo(
+        builder=self,
+        features=tfds.features.FeaturesDict(
+            {
+                'id': tfds.features.Text(),
+                'speech': tfds.features.Tensor(shape=(None,), dtype=np.int16),
+                'text': tfds.features.Text(),
+            }
+        ),
+    )
 
   def _split_generators(self, dl_manager):
     del dl_manager
@@ -72,8 +77,7 @@ class TinySpeech(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self):
     for i, length in enumerate(LENGTHS):
       utterance_id = f'spk{i % 2}/utt{i}'
-      yield utterance_id, {'id': utterance_id, 'speech': ints(i, length),
-                           'text': f'WORDS OF {i}'}
+      yield utterance_id, {'id': utterance_id, 'speech': ints(i, length), 'text': f'WORDS OF {i}'}
 
 
 @pytest.fixture(scope='module')
@@ -108,6 +112,7 @@ def test_tensorflow_is_not_installed():
   # The TFDS paths below must work without it; if it appears, this file
   # would no longer prove that.
   import importlib.util
+
   assert importlib.util.find_spec('tensorflow') is None
 
 
@@ -133,35 +138,49 @@ def test_manifest_folder_and_tfds_sources_agree(corpus, tfds_dir):
 
 def test_every_source_prepares_to_the_same_shards(corpus, tfds_dir, tmp_path):
   from jaxdisco.data import prepare
+
   for k, spec in enumerate([corpus / 'train.tsv', corpus / 'audio', 'tfds:tiny_speech']):
     out = tmp_path / f'out{k}'
-    prepare.prepare(sources.open_source(spec, tfds_data_dir=tfds_dir), out, num_shards=2,
-                    num_workers=1, progress=lambda _: None)
+    prepare.prepare(
+        sources.open_source(spec, tfds_data_dir=tfds_dir),
+        out,
+        num_shards=2,
+        num_workers=1,
+        progress=lambda _: None,
+    )
     prepared = sources.open_source(out)
     assert isinstance(prepared, sources.PreparedSource)
     assert_same_utterances(as_dict(prepared), expected_corpus())
 
 
 def test_sources_pickle_for_worker_processes(corpus, tfds_dir):
-  for source in (sources.open_source(corpus / 'train.tsv'),
-                 sources.TfdsSource('tiny_speech', data_dir=tfds_dir, raw=True)):
+  for source in (
+      sources.open_source(corpus / 'train.tsv'),
+      sources.TfdsSource('tiny_speech', data_dir=tfds_dir, raw=True),
+  ):
     clone = pickle.loads(pickle.dumps(source))
     assert clone[1].id == source[1].id
 
 
 def test_manifest_source_labels_and_transcripts_align(corpus):
-  source = sources.open_source(corpus / 'train.tsv', labels=corpus / 'train.km',
-                               dictionary=corpus / 'dict.km.txt',
-                               transcripts=corpus / 'train.wrd')
+  source = sources.open_source(
+      corpus / 'train.tsv',
+      labels=corpus / 'train.km',
+      dictionary=corpus / 'dict.km.txt',
+      transcripts=corpus / 'train.wrd',
+  )
   for k in range(len(source)):
     entry = source[k]
     i = int(entry.id.split('utt')[1])
     assert entry.transcript == f'WORDS OF {i}'
     assert entry.labels.dtype == np.int32
     np.testing.assert_array_equal(
-        entry.labels, [(i * 7 + t) % 5 for t in range(num_labels(LENGTHS[i]))])
-    assert labels_lib.alignment_problem(entry.num_samples, len(entry.labels),
-                                        label_rate=LABEL_RATE) is None
+        entry.labels, [(i * 7 + t) % 5 for t in range(num_labels(LENGTHS[i]))]
+    )
+    assert (
+        labels_lib.alignment_problem(entry.num_samples, len(entry.labels), label_rate=LABEL_RATE)
+        is None
+    )
     assert f'train.km:{k + 1}' in entry.where and f'train.tsv:{k + 2}' in entry.where
 
 
@@ -187,16 +206,18 @@ def test_alignment_tolerance_is_one_frame():
   for n, ok in [(50, True), (49, True), (51, True), (48, False), (52, False)]:
     problem = labels_lib.alignment_problem(16000, n, label_rate=50)
     assert (problem is None) == ok, (n, problem)
-  assert 'audio and label duration differ' in labels_lib.alignment_problem(
-      16000, 60, label_rate=50)
-  assert labels_lib.check_alignment([16000, 16000], [np.zeros(50), np.zeros(10)],
-                                    label_rate=50)[0][0] == 1
+  assert 'audio and label duration differ' in labels_lib.alignment_problem(16000, 60, label_rate=50)
+  assert (
+      labels_lib.check_alignment([16000, 16000], [np.zeros(50), np.zeros(10)], label_rate=50)[0][0]
+      == 1
+  )
 
 
 @pytest.mark.parametrize('audio_format', records.AUDIO_FORMATS)
 def test_record_round_trip(audio_format):
-  utterance = records.Utterance('a/b', ints(3, 1000), labels=np.arange(3, dtype=np.int32),
-                                transcript='HI THERE')
+  utterance = records.Utterance(
+      'a/b', ints(3, 1000), labels=np.arange(3, dtype=np.int32), transcript='HI THERE'
+  )
   record = records.encode(utterance, audio_format)
   decoded = records.decode(record)
   assert decoded.id == 'a/b' and decoded.transcript == 'HI THERE'
@@ -240,8 +261,13 @@ def test_tfds_audio_feature_dataset_reads_without_tensorflow(tfds_dir, tmp_path)
   spec = json.loads(features.read_text())
   spec['featuresDict']['features']['speech'] = {
       'pythonClassName': 'tensorflow_datasets.core.features.audio_feature.Audio',
-      'audio': {'shape': {'dimensions': ['-1']}, 'dtype': 'int16', 'sampleRate': '16000',
-                'encoding': 'none'}}
+      'audio': {
+          'shape': {'dimensions': ['-1']},
+          'dtype': 'int16',
+          'sampleRate': '16000',
+          'encoding': 'none',
+      },
+  }
   features.write_text(json.dumps(spec))
   source = sources.open_source('tfds:tiny_audio', tfds_data_dir=data_dir)
   assert source._parse is not None  # pylint: disable=protected-access  # The fallback.

@@ -70,8 +70,11 @@ import numpy as np
 PathLike = Union[str, os.PathLike, epath.Path]
 
 MESH_AXIS = "data"
-_PRECISIONS = {"highest": lax.Precision.HIGHEST, "high": lax.Precision.HIGH,
-               "default": lax.Precision.DEFAULT}
+_PRECISIONS = {
+    "highest": lax.Precision.HIGHEST,
+    "high": lax.Precision.HIGH,
+    "default": lax.Precision.DEFAULT,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,8 +168,13 @@ def data_mesh(devices=None) -> Mesh:
   return Mesh(np.asarray(devices), (MESH_AXIS,))
 
 
-def shard_features(features: np.ndarray, *, lanes: Optional[int] = None,
-                   chunk_size: int = 8192, mesh: Optional[Mesh] = None) -> LaneFeatures:
+def shard_features(
+    features: np.ndarray,
+    *,
+    lanes: Optional[int] = None,
+    chunk_size: int = 8192,
+    mesh: Optional[Mesh] = None,
+) -> LaneFeatures:
   """Lays out this process's frames `[frames, dim]` as lanes sharded over `mesh`.
 
   Args:
@@ -192,6 +200,7 @@ def shard_features(features: np.ndarray, *, lanes: Optional[int] = None,
   local_frames = features.shape[0]
   if processes > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
     counts = np.asarray(multihost_utils.process_allgather(np.int64(local_frames))).reshape(-1)
   else:
     counts = np.asarray([local_frames])
@@ -208,8 +217,7 @@ def shard_features(features: np.ndarray, *, lanes: Optional[int] = None,
 
   sharding = NamedSharding(mesh, PartitionSpec(MESH_AXIS))
   x = jax.make_array_from_process_local_data(sharding, local, (lanes, rows, features.shape[1]))
-  valid = jax.make_array_from_process_local_data(sharding, local_valid.astype(np.int32),
-                                                 (lanes,))
+  valid = jax.make_array_from_process_local_data(sharding, local_valid.astype(np.int32), (lanes,))
   return LaneFeatures(x=x, valid=valid, num_frames=int(counts.sum()), mesh=mesh)
 
 
@@ -336,8 +344,7 @@ def _random_init(key, x, k):
   return x[jax.random.choice(key, x.shape[0], (k,), replace=False)]
 
 
-def _init_candidate(key, x, valid, val_x, val_w, *, k, init, per_lane, chunk_size,
-                    precision):
+def _init_candidate(key, x, valid, val_x, val_w, *, k, init, per_lane, chunk_size, precision):
   """One initialization on a fresh subsample, scored by inertia on the validation sample."""
   sample_key, init_key = jax.random.split(key)
   sample, _ = _sample_rows(sample_key, x, valid, per_lane)
@@ -363,8 +370,20 @@ def _chunked_inertia(x, w, centers, chunk_size, precision):
 # Mini-batch optimization, entirely on device (no host round trip per step).
 
 
-def _minibatch(x, valid, centers, key, num_steps, tol_scaled, *, per_lane, num_frames,
-               max_no_improvement, reseed_empty, precision):
+def _minibatch(
+    x,
+    valid,
+    centers,
+    key,
+    num_steps,
+    tol_scaled,
+    *,
+    per_lane,
+    num_frames,
+    max_no_improvement,
+    reseed_empty,
+    precision,
+):
   """Runs up to `num_steps` mini-batch steps; returns (centres, steps taken)."""
   k = centers.shape[0]
   batch = x.shape[0] * per_lane
@@ -398,19 +417,31 @@ def _minibatch(x, valid, centers, key, num_steps, tol_scaled, *, per_lane, num_f
 
     # scikit-learn's convergence test: the first step only measures the initialization.
     first = step == 0
-    ewa = jnp.where(first, ewa, jnp.where(jnp.isinf(ewa), batch_inertia,
-                                          ewa * (1 - alpha) + batch_inertia * alpha))
+    ewa = jnp.where(
+        first,
+        ewa,
+        jnp.where(jnp.isinf(ewa), batch_inertia, ewa * (1 - alpha) + batch_inertia * alpha),
+    )
     shift = jnp.sum((new_centers - centers) ** 2)
     improved = ewa < ewa_min
     ewa_min = jnp.where(first | ~improved, ewa_min, ewa)
     stale = jnp.where(first, stale, jnp.where(improved, 0, stale + 1))
     stop = jnp.logical_not(first) & (
-        ((tol_scaled > 0) & (shift <= tol_scaled)) | ((patience >= 0) & (stale >= patience)))
+        ((tol_scaled > 0) & (shift <= tol_scaled)) | ((patience >= 0) & (stale >= patience))
+    )
     return step + 1, new_centers, new_counts, key, ewa, ewa_min, stale, stop
 
   inf = jnp.asarray(jnp.inf, x.dtype)
-  state = (jnp.int32(0), centers, jnp.zeros((k,), x.dtype), key, inf, inf, jnp.int32(0),
-           jnp.asarray(False))
+  state = (
+      jnp.int32(0),
+      centers,
+      jnp.zeros((k,), x.dtype),
+      key,
+      inf,
+      inf,
+      jnp.int32(0),
+      jnp.asarray(False),
+  )
   step, centers, *_ = lax.while_loop(cond, body, state)
   return centers, step
 
@@ -423,9 +454,13 @@ def _replicated(mesh):
   return NamedSharding(mesh, PartitionSpec())
 
 
-def fit_kmeans(features: Union[np.ndarray, LaneFeatures], config: KMeans, *,
-               mesh: Optional[Mesh] = None,
-               init_centroids: Optional[np.ndarray] = None) -> KMeansResult:
+def fit_kmeans(
+    features: Union[np.ndarray, LaneFeatures],
+    config: KMeans,
+    *,
+    mesh: Optional[Mesh] = None,
+    init_centroids: Optional[np.ndarray] = None,
+) -> KMeansResult:
   """Fits k-means (see the module doc for the algorithm and the parallel layout).
 
   Args:
@@ -443,8 +478,11 @@ def fit_kmeans(features: Union[np.ndarray, LaneFeatures], config: KMeans, *,
     raise ValueError(f"init must be 'k-means++' or 'random', got {config.init!r}")
   if config.precision not in _PRECISIONS:
     raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {config.precision!r}")
-  data = features if isinstance(features, LaneFeatures) else shard_features(
-      features, lanes=config.lanes, chunk_size=config.chunk_size, mesh=mesh)
+  data = (
+      features
+      if isinstance(features, LaneFeatures)
+      else shard_features(features, lanes=config.lanes, chunk_size=config.chunk_size, mesh=mesh)
+  )
   lanes, rows, dim = data.x.shape
   n, k = data.num_frames, config.k
   if n < max(k, lanes):
@@ -466,9 +504,19 @@ def fit_kmeans(features: Union[np.ndarray, LaneFeatures], config: KMeans, *,
   val_x, val_w = sample(val_key, data.x, data.valid, init_per_lane)
   init_fn = jax.jit(
       lambda key, x, valid, vx, vw: _init_candidate(
-          key, x, valid, vx, vw, k=k, init=config.init, per_lane=init_per_lane,
-          chunk_size=config.chunk_size, precision=precision),
-      out_shardings=replicated)
+          key,
+          x,
+          valid,
+          vx,
+          vw,
+          k=k,
+          init=config.init,
+          per_lane=init_per_lane,
+          chunk_size=config.chunk_size,
+          precision=precision,
+      ),
+      out_shardings=replicated,
+  )
   best, best_inertia = None, np.inf
   if init_centroids is not None:
     if np.shape(init_centroids) != (k, dim):
@@ -484,9 +532,10 @@ def fit_kmeans(features: Union[np.ndarray, LaneFeatures], config: KMeans, *,
     moments = jax.jit(lambda x, v: _moments(x, v, per_lane=per_lane), out_shardings=replicated)
     tol_scaled = float(moments(data.x, data.valid)) * config.tol
 
-  full_pass = jax.jit(lambda x, v, c: _full_pass(x, v, c, per_lane=per_lane,
-                                                 precision=precision),
-                      out_shardings=replicated)
+  full_pass = jax.jit(
+      lambda x, v, c: _full_pass(x, v, c, per_lane=per_lane, precision=precision),
+      out_shardings=replicated,
+  )
   centers = best
   if config.batch_size is not None:
     batch_per_lane = max(1, config.batch_size // lanes)
@@ -494,28 +543,43 @@ def fit_kmeans(features: Union[np.ndarray, LaneFeatures], config: KMeans, *,
     num_steps = (config.max_iter * n) // batch
     run = jax.jit(
         lambda x, v, c, key, steps, tol: _minibatch(
-            x, v, c, key, steps, tol, per_lane=batch_per_lane, num_frames=n,
-            max_no_improvement=config.max_no_improvement, reseed_empty=config.reseed_empty,
-            precision=precision),
-        out_shardings=replicated)
-    centers, steps = run(data.x, data.valid, centers, run_key, jnp.int32(num_steps),
-                         jnp.float32(tol_scaled))
+            x,
+            v,
+            c,
+            key,
+            steps,
+            tol,
+            per_lane=batch_per_lane,
+            num_frames=n,
+            max_no_improvement=config.max_no_improvement,
+            reseed_empty=config.reseed_empty,
+            precision=precision,
+        ),
+        out_shardings=replicated,
+    )
+    centers, steps = run(
+        data.x, data.valid, centers, run_key, jnp.int32(num_steps), jnp.float32(tol_scaled)
+    )
     n_steps = int(steps)
     n_iter = int(math.ceil(n_steps * batch / n))
   else:
-    farthest = jax.jit(lambda x, v, c: _farthest(x, v, c, per_lane=per_lane,
-                                                 precision=precision),
-                       out_shardings=replicated)
+    farthest = jax.jit(
+        lambda x, v, c: _farthest(x, v, c, per_lane=per_lane, precision=precision),
+        out_shardings=replicated,
+    )
     n_steps = 0
     for _ in range(config.max_iter):
       sums, counts, _ = full_pass(data.x, data.valid, centers)
       counts = np.asarray(counts)
-      new = np.where(counts[:, None] > 0, np.asarray(sums) / np.maximum(counts, 1)[:, None],
-                     np.asarray(centers))
+      new = np.where(
+          counts[:, None] > 0,
+          np.asarray(sums) / np.maximum(counts, 1)[:, None],
+          np.asarray(centers),
+      )
       empty = np.flatnonzero(counts == 0)
       if config.reseed_empty and empty.size:
         far = np.asarray(farthest(data.x, data.valid, centers))
-        new[empty] = far[:empty.size]
+        new[empty] = far[: empty.size]
       shift = float(np.sum((new - np.asarray(centers)) ** 2))
       centers = jax.device_put(new.astype(np.float32), replicated)
       n_steps += 1
@@ -524,19 +588,32 @@ def fit_kmeans(features: Union[np.ndarray, LaneFeatures], config: KMeans, *,
     n_iter = n_steps
 
   _, _, inertia = full_pass(data.x, data.valid, centers)
-  return KMeansResult(centroids=np.asarray(centers, np.float32), inertia=float(inertia),
-                      n_iter=n_iter, n_steps=n_steps, num_frames=n)
+  return KMeansResult(
+      centroids=np.asarray(centers, np.float32),
+      inertia=float(inertia),
+      n_iter=n_iter,
+      n_steps=n_steps,
+      num_frames=n,
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("chunk_size", "precision"))
 def _assign_block(x, centroids, chunk_size, precision):
-  labels, d = lax.map(lambda xs: _nearest(xs, centroids, _PRECISIONS[precision]),
-                      x.reshape(-1, chunk_size, x.shape[1]))
+  labels, d = lax.map(
+      lambda xs: _nearest(xs, centroids, _PRECISIONS[precision]),
+      x.reshape(-1, chunk_size, x.shape[1]),
+  )
   return labels.reshape(-1), d.reshape(-1)
 
 
-def assign(features, centroids, chunk_size: int = 8192, *, block_chunks: int = 16,
-           precision: str = "highest") -> tuple[np.ndarray, np.ndarray]:
+def assign(
+    features,
+    centroids,
+    chunk_size: int = 8192,
+    *,
+    block_chunks: int = 16,
+    precision: str = "highest",
+) -> tuple[np.ndarray, np.ndarray]:
   """Nearest centroid of every frame, in fixed-size blocks (one compilation per shape).
 
   Args:
@@ -558,13 +635,13 @@ def assign(features, centroids, chunk_size: int = 8192, *, block_chunks: int = 1
   block = chunk_size * max(1, min(block_chunks, -(-n // chunk_size)))
   labels, dists = np.zeros(n, np.int32), np.zeros(n, np.float32)
   for start in range(0, n, block):
-    x = features[start:start + block]
+    x = features[start : start + block]
     if x.shape[0] < block:
       x = np.concatenate([x, np.zeros((block - x.shape[0], x.shape[1]), np.float32)])
     lab, d = _assign_block(x, centroids, chunk_size, precision)
     stop = min(start + block, n)
-    labels[start:stop] = np.asarray(lab)[:stop - start]
-    dists[start:stop] = np.asarray(d)[:stop - start]
+    labels[start:stop] = np.asarray(lab)[: stop - start]
+    dists[start:stop] = np.asarray(d)[: stop - start]
   return labels, dists
 
 
@@ -587,8 +664,13 @@ def save_centroids(path_prefix: PathLike, centroids, meta: Mapping[str, Any]) ->
   centroids = np.asarray(centroids, np.float32)
   if centroids.ndim != 2:
     raise ValueError(f"centroids must be [k, dim], got shape {centroids.shape}")
-  record = {"feature_source": None, "layer": None, "layer_output": None,
-            "created_by": "jaxdisco.clustering.kmeans", **dict(meta)}
+  record = {
+      "feature_source": None,
+      "layer": None,
+      "layer_output": None,
+      "created_by": "jaxdisco.clustering.kmeans",
+      **dict(meta),
+  }
   for name, value in (("k", centroids.shape[0]), ("dim", centroids.shape[1])):
     if name in record and record[name] != value:
       raise ValueError(f"meta says {name}={record[name]} but centroids have {name}={value}")
@@ -611,8 +693,10 @@ def load_centroids(path_prefix: PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     centroids = np.load(f).astype(np.float32)
   meta = json.loads(meta_path.read_text())
   if centroids.ndim != 2 or (meta.get("k"), meta.get("dim")) != centroids.shape:
-    raise ValueError(f"{npy}: shape {centroids.shape} disagrees with {meta_path} "
-                     f"(k={meta.get('k')}, dim={meta.get('dim')})")
+    raise ValueError(
+        f"{npy}: shape {centroids.shape} disagrees with {meta_path} "
+        f"(k={meta.get('k')}, dim={meta.get('dim')})"
+    )
   return centroids, meta
 
 
@@ -625,12 +709,15 @@ def import_sklearn_kmeans(joblib_path: PathLike) -> np.ndarray:
   try:
     import joblib  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise ImportError("import_sklearn_kmeans needs joblib and scikit-learn "
-                      "(pip install scikit-learn)") from e
+    raise ImportError(
+        "import_sklearn_kmeans needs joblib and scikit-learn " "(pip install scikit-learn)"
+    ) from e
   with epath.Path(joblib_path).open("rb") as f:
     model = joblib.load(f)
   centers = getattr(model, "cluster_centers_", None)
   if centers is None:
-    raise ValueError(f"{joblib_path}: expected a fitted scikit-learn KMeans/MiniBatchKMeans "
-                     f"(with cluster_centers_), found {type(model).__name__}")
+    raise ValueError(
+        f"{joblib_path}: expected a fitted scikit-learn KMeans/MiniBatchKMeans "
+        f"(with cluster_centers_), found {type(model).__name__}"
+    )
   return np.asarray(centers, np.float32)

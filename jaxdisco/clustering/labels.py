@@ -26,8 +26,9 @@ PathLike = Union[str, os.PathLike, epath.Path]
 DICT_NAME = "dict.km.txt"
 
 
-def assign_utterances(features: Sequence[np.ndarray], centroids: np.ndarray, *,
-                      chunk_size: int = 8192) -> list[np.ndarray]:
+def assign_utterances(
+    features: Sequence[np.ndarray], centroids: np.ndarray, *, chunk_size: int = 8192
+) -> list[np.ndarray]:
   """Nearest-centroid labels per utterance.
 
   Frames of all utterances are labelled together (one device pass in fixed-size blocks), then
@@ -54,8 +55,9 @@ def ids_path(km_path: PathLike) -> epath.Path:
   return epath.Path(f"{km_path}.ids")
 
 
-def write_km(path: PathLike, labels: Iterable[np.ndarray],
-             ids: Optional[Sequence[str]] = None) -> None:
+def write_km(
+    path: PathLike, labels: Iterable[np.ndarray], ids: Optional[Sequence[str]] = None
+) -> None:
   """Writes one line of space-separated ints per utterance (and `{path}.ids` if ids given)."""
   path = epath.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,10 +100,14 @@ def read_dict(path: PathLike) -> int:
   return len(symbols)
 
 
-
-def label_manifest(manifest: Union[PathLike, manifest_lib.Manifest], centroids: np.ndarray,
-                   featurize: Callable[[np.ndarray], np.ndarray], km_path: PathLike, *,
-                   sample_rate: int = 16000) -> list[np.ndarray]:
+def label_manifest(
+    manifest: Union[PathLike, manifest_lib.Manifest],
+    centroids: np.ndarray,
+    featurize: Callable[[np.ndarray], np.ndarray],
+    km_path: PathLike,
+    *,
+    sample_rate: int = 16000,
+) -> list[np.ndarray]:
   """Reads every utterance of a manifest, featurizes, labels, and writes `.km` (+ `.ids`).
 
   Also writes `dict.km.txt` next to `km_path`.
@@ -118,8 +124,10 @@ def label_manifest(manifest: Union[PathLike, manifest_lib.Manifest], centroids: 
   """
   if not isinstance(manifest, manifest_lib.Manifest):
     manifest = manifest_lib.read_manifest(manifest)
-  features = [featurize(audio.read_audio(manifest.audio_path(i), sample_rate=sample_rate))
-              for i in range(len(manifest))]
+  features = [
+      featurize(audio.read_audio(manifest.audio_path(i), sample_rate=sample_rate))
+      for i in range(len(manifest))
+  ]
   labels = assign_utterances(features, centroids)
   ids = [manifest.utterance_id(i) for i in range(len(manifest))]
   write_km(km_path, labels, ids)

@@ -10,13 +10,16 @@ from absl import app, flags
 
 _UNITS = flags.DEFINE_string("units", None, "A .km file: one line of unit ids per utterance.")
 _ALIGNMENTS = flags.DEFINE_string(
-    "alignments", None, "JSONL phone alignments: {\"id\": ..., \"phones\": [[p, start, end]]}.")
+    "alignments", None, 'JSONL phone alignments: {"id": ..., "phones": [[p, start, end]]}.'
+)
 _MANIFEST = flags.DEFINE_string(
-    "manifest", None, "Manifest the .km lines follow; default: the sidecar UNITS.ids.")
+    "manifest", None, "Manifest the .km lines follow; default: the sidecar UNITS.ids."
+)
 _FRAME_RATE = flags.DEFINE_float("frame-rate", 50.0, "Unit frames per second (MFCC: 100).")
 _WINDOW = flags.DEFINE_float("window", 0.025, "Seconds covered by one frame.")
 _MAX_FRAME_DIFF = flags.DEFINE_integer(
-    "max-frame-diff", 1, "Allowed per-utterance difference between unit and expected frames.")
+    "max-frame-diff", 1, "Allowed per-utterance difference between unit and expected frames."
+)
 _PLOT = flags.DEFINE_string("plot", None, "Optional PNG of p(phone | unit).")
 
 
@@ -26,21 +29,28 @@ def main(argv):
   if _UNITS.value is None or _ALIGNMENTS.value is None:
     raise app.UsageError("eval-units needs --units and --alignments")
   from jaxdisco.evaluation import units  # pylint: disable=g-import-not-at-top
+
   try:
     metrics, phones, unit_frames = units.evaluate_km_file(
-        _UNITS.value, _ALIGNMENTS.value, manifest_path=_MANIFEST.value,
-        frame_rate=_FRAME_RATE.value, window=_WINDOW.value,
-        max_frame_diff=_MAX_FRAME_DIFF.value)
+        _UNITS.value,
+        _ALIGNMENTS.value,
+        manifest_path=_MANIFEST.value,
+        frame_rate=_FRAME_RATE.value,
+        window=_WINDOW.value,
+        max_frame_diff=_MAX_FRAME_DIFF.value,
+    )
   except (units.AlignmentError, FileNotFoundError, ValueError) as e:
     raise app.UsageError(str(e)) from e
-  print(f"utterances      {metrics['utterances']}\n"
-        f"frames          {metrics['frames']} (length differences: {metrics['frame_diff']})\n"
-        f"phones / units  {metrics['num_phones']} / {metrics['num_units']}\n"
-        f"PNMI            {metrics['pnmi']:.4f}\n"
-        f"phone purity    {metrics['phone_purity']:.4f}\n"
-        f"cluster purity  {metrics['cluster_purity']:.4f}\n"
-        f"H(phone)        {metrics['phone_entropy']:.4f} nats\n"
-        f"I(phone; unit)  {metrics['mutual_info']:.4f} nats")
+  print(
+      f"utterances      {metrics['utterances']}\n"
+      f"frames          {metrics['frames']} (length differences: {metrics['frame_diff']})\n"
+      f"phones / units  {metrics['num_phones']} / {metrics['num_units']}\n"
+      f"PNMI            {metrics['pnmi']:.4f}\n"
+      f"phone purity    {metrics['phone_purity']:.4f}\n"
+      f"cluster purity  {metrics['cluster_purity']:.4f}\n"
+      f"H(phone)        {metrics['phone_entropy']:.4f} nats\n"
+      f"I(phone; unit)  {metrics['mutual_info']:.4f} nats"
+  )
   if _PLOT.value:
     units.plot_cooccurrence(phones, unit_frames, _PLOT.value, title=_UNITS.value)
     print(f"plot            {_PLOT.value}")

@@ -24,8 +24,12 @@ _RESAMPLE = flags.DEFINE_bool("resample", False, "Resample other rates (else ski
 _NORMALIZE = flags.DEFINE_bool("normalize", False, "Peak-normalize each utterance to -1 dBFS.")
 _MIN_SAMPLES = flags.DEFINE_integer("min-samples", 1, "Skip utterances shorter than this.")
 _FORMAT = flags.DEFINE_enum("audio-format", "pcm16", ["pcm16", "flac"], "Stored audio encoding.")
-_ON_ERROR = flags.DEFINE_enum("on-error", "skip", ["skip", "fail"],
-                              "Bad utterances: skip (listed in summary.json) or stop the run.")
+_ON_ERROR = flags.DEFINE_enum(
+    "on-error",
+    "skip",
+    ["skip", "fail"],
+    "Bad utterances: skip (listed in summary.json) or stop the run.",
+)
 _LABELS = flags.DEFINE_string("labels", None, "HuBERT .km label file aligned to the manifest.")
 _DICT = flags.DEFINE_string("dict", None, "dict.km.txt for --labels.")
 _TRANSCRIPTS = flags.DEFINE_string("transcripts", None, ".wrd/.ltr file aligned to the manifest.")
@@ -41,20 +45,31 @@ def main(argv):
   from jaxdisco.data import labels, manifest, prepare, sources
 
   try:
-    source = sources.open_source(_SOURCE.value, labels=_LABELS.value, dictionary=_DICT.value,
-                                 transcripts=_TRANSCRIPTS.value,
-                                 tfds_data_dir=_TFDS_DATA_DIR.value)
+    source = sources.open_source(
+        _SOURCE.value,
+        labels=_LABELS.value,
+        dictionary=_DICT.value,
+        transcripts=_TRANSCRIPTS.value,
+        tfds_data_dir=_TFDS_DATA_DIR.value,
+    )
     options = prepare.PrepareOptions(
-        sample_rate=_SAMPLE_RATE.value, resample=_RESAMPLE.value, normalize=_NORMALIZE.value,
-        min_samples=_MIN_SAMPLES.value, audio_format=_FORMAT.value, on_error=_ON_ERROR.value,
-        label_rate=_LABEL_RATE.value)
-    summary = prepare.prepare(source, _OUT.value, num_shards=_SHARDS.value,
-                              num_workers=_WORKERS.value, options=options)
-  except (prepare.PrepareError, labels.LabelError, manifest.ManifestError,
-          FileNotFoundError) as e:
+        sample_rate=_SAMPLE_RATE.value,
+        resample=_RESAMPLE.value,
+        normalize=_NORMALIZE.value,
+        min_samples=_MIN_SAMPLES.value,
+        audio_format=_FORMAT.value,
+        on_error=_ON_ERROR.value,
+        label_rate=_LABEL_RATE.value,
+    )
+    summary = prepare.prepare(
+        source, _OUT.value, num_shards=_SHARDS.value, num_workers=_WORKERS.value, options=options
+    )
+  except (prepare.PrepareError, labels.LabelError, manifest.ManifestError, FileNotFoundError) as e:
     # Input problems, not bugs: the message names the file and line; no traceback.
     print(f"jaxdisco prepare-data: error: {e}", file=sys.stderr)
     sys.exit(1)
-  print(f"Prepared {summary['utterances']} utterances ({summary['hours']:.2f} h) into "
-        f"{summary['shards']} shards in {summary['out']}; skipped {summary['skipped']} "
-        f"{json.dumps(summary['skipped_by_reason'])}. Details: {summary['out']}/summary.json")
+  print(
+      f"Prepared {summary['utterances']} utterances ({summary['hours']:.2f} h) into "
+      f"{summary['shards']} shards in {summary['out']}; skipped {summary['skipped']} "
+      f"{json.dumps(summary['skipped_by_reason'])}. Details: {summary['out']}/summary.json"
+  )

@@ -3,8 +3,9 @@
 from absl import app, flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path to a config file in configs/.", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and plots.")
 
 
@@ -14,4 +15,5 @@ def main(argv):
   if _CONFIG.value is None or _WORKDIR.value is None:
     raise app.UsageError("pretrain needs --config and --workdir")
   from jaxdisco.train.pretrain import train_and_evaluate
+
   train_and_evaluate(_CONFIG.value, _WORKDIR.value)

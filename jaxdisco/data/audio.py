@@ -63,18 +63,14 @@ def audio_info(path: PathLike) -> tuple[int, int, int]:
   return int(info.samplerate), int(info.frames), int(info.channels)
 
 
-def _resample(
-    waveform: np.ndarray, from_rate: int, to_rate: int
-) -> np.ndarray:
+def _resample(waveform: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
   """Resamples a 1-D float32 waveform with soxr (high quality, fast)."""
   import soxr  # pylint: disable=g-import-not-at-top  # only needed when resampling
 
   return np.asarray(soxr.resample(waveform, from_rate, to_rate), np.float32)
 
 
-def read_audio(
-    path: PathLike, *, sample_rate: int = 16000, resample: bool = False
-) -> np.ndarray:
+def read_audio(path: PathLike, *, sample_rate: int = 16000, resample: bool = False) -> np.ndarray:
   """Reads an audio file as a mono float32 waveform.
 
   Args:

@@ -64,8 +64,15 @@ class BucketPlan:
   different subset every epoch when shuffled).
   """
 
-  def __init__(self, num_samples, buckets: Sequence[int], global_batch_size: int, *,
-               seed: int = 0, shuffle: bool = True):
+  def __init__(
+      self,
+      num_samples,
+      buckets: Sequence[int],
+      global_batch_size: int,
+      *,
+      seed: int = 0,
+      shuffle: bool = True,
+  ):
     self.buckets = tuple(int(b) for b in buckets)
     if list(self.buckets) != sorted(set(self.buckets)):
       raise ValueError(f'buckets must be strictly increasing, got {self.buckets}')
@@ -73,8 +80,9 @@ class BucketPlan:
     self.global_batch_size = global_batch_size
     self.seed, self.shuffle = seed, shuffle
     self.assignment = assign_buckets(self.num_samples, self.buckets)
-    self.batches_per_bucket = np.bincount(
-        self.assignment, minlength=len(self.buckets)) // global_batch_size
+    self.batches_per_bucket = (
+        np.bincount(self.assignment, minlength=len(self.buckets)) // global_batch_size
+    )
     if not self.batches_per_bucket.sum():
       raise ValueError(
           f'no bucket holds a full global batch of {global_batch_size} '
@@ -88,8 +96,9 @@ class BucketPlan:
   def epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
     """`(rows [batches, global_batch_size] utterance indices, bucket [batches])`."""
     rng = np.random.default_rng([self.seed, epoch])
-    order = rng.permutation(len(self.num_samples)) if self.shuffle else np.arange(
-        len(self.num_samples))
+    order = (
+        rng.permutation(len(self.num_samples)) if self.shuffle else np.arange(len(self.num_samples))
+    )
     rows, bucket_of = [], []
     for b, count in enumerate(self.batches_per_bucket):
       members = order[self.assignment[order] == b][: count * self.global_batch_size]
@@ -101,8 +110,9 @@ class BucketPlan:
       rows, bucket_of = rows[batch_order], bucket_of[batch_order]
     return rows, bucket_of
 
-  def batch(self, step: int, process_index: int = 0, process_count: int = 1
-            ) -> tuple[np.ndarray, int]:
+  def batch(
+      self, step: int, process_index: int = 0, process_count: int = 1
+  ) -> tuple[np.ndarray, int]:
     """This process's `(utterance indices [local batch], crop length)` at global `step`."""
     rows, bucket_of = self.epoch(step // len(self))
     k = step % len(self)

@@ -48,9 +48,7 @@ def read_dictionary(path: PathLike) -> dict[str, int]:
       continue
     fields = line.split()
     if len(fields) != 2:
-      raise LabelError(
-          f'{path}:{line_number}: expected "symbol count", found {line!r}'
-      )
+      raise LabelError(f'{path}:{line_number}: expected "symbol count", found {line!r}')
     if fields[0] in symbols:
       raise LabelError(f'{path}:{line_number}: duplicate symbol {fields[0]!r}')
     symbols[fields[0]] = len(symbols)
@@ -96,9 +94,7 @@ def read_label_file(
     if dictionary is not None:
       unknown = [t for t in tokens if t not in dictionary]
       if unknown:
-        raise LabelError(
-            f'{path}:{line_number}: label {unknown[0]!r} is not in the dictionary'
-        )
+        raise LabelError(f'{path}:{line_number}: label {unknown[0]!r} is not in the dictionary')
       values = [dictionary[t] for t in tokens]
     else:
       try:
@@ -146,7 +142,10 @@ def check_alignment(
   problems = []
   for i, (n, label) in enumerate(zip(num_samples, labels)):
     problem = alignment_problem(
-        int(n), len(label), label_rate=label_rate, sample_rate=sample_rate,
+        int(n),
+        len(label),
+        label_rate=label_rate,
+        sample_rate=sample_rate,
         tolerance_frames=tolerance_frames,
     )
     if problem:

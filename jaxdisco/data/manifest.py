@@ -100,8 +100,7 @@ def read_manifest(path: PathLike) -> Manifest:
   lines = path.read_text().splitlines()
   if not lines or not lines[0].strip():
     raise ManifestError(
-        f'{path}:1: empty manifest (expected the audio root directory on '
-        'line 1)'
+        f'{path}:1: empty manifest (expected the audio root directory on ' 'line 1)'
     )
   root = _resolve_root(path, lines[0].strip())
 
@@ -149,9 +148,7 @@ def read_manifest(path: PathLike) -> Manifest:
   )
 
 
-def verify_manifest(
-    manifest: Manifest, *, sample_rate: Optional[int] = 16000
-) -> None:
+def verify_manifest(manifest: Manifest, *, sample_rate: Optional[int] = 16000) -> None:
   """Checks every file's header against the manifest.
 
   Reads headers only, so it is cheap per file but still one open per file:
@@ -175,10 +172,7 @@ def verify_manifest(
       problems.append(str(e))
       continue
     if sample_rate is not None and file_rate != sample_rate:
-      problems.append(
-          f'{relative_path}: sample rate {file_rate} Hz, expected '
-          f'{sample_rate} Hz'
-      )
+      problems.append(f'{relative_path}: sample rate {file_rate} Hz, expected ' f'{sample_rate} Hz')
     if frames != manifest.num_samples[i]:
       problems.append(
           f'{relative_path}: {frames} samples in the file, manifest says '

@@ -124,11 +124,12 @@ def deltas(features: np.ndarray, window: int = DELTA_WINDOW) -> np.ndarray:
   if features.shape[0] == 0:
     return features.copy()
   padded = np.concatenate(
-      [np.repeat(features[:1], window, 0), features, np.repeat(features[-1:], window, 0)])
+      [np.repeat(features[:1], window, 0), features, np.repeat(features[-1:], window, 0)]
+  )
   frames = features.shape[0]
   out = np.zeros_like(features)
   for k in range(1, window + 1):
-    out += k * (padded[window + k:window + k + frames] - padded[window - k:window - k + frames])
+    out += k * (padded[window + k : window + k + frames] - padded[window - k : window - k + frames])
   return out / (2.0 * sum(k * k for k in range(1, window + 1)))
 
 
@@ -138,7 +139,7 @@ def _log_mel(frames: np.ndarray, window: np.ndarray, filterbank: np.ndarray) -> 
   previous = np.concatenate([frames[:, :1], frames[:, :-1]], axis=1)
   frames = (frames - PREEMPHASIS * previous) * window
   spectrum = np.fft.rfft(frames, n=FFT_SIZE, axis=1)
-  power = spectrum.real ** 2 + spectrum.imag ** 2
+  power = spectrum.real**2 + spectrum.imag**2
   return np.log(np.maximum(power @ filterbank, _LOG_FLOOR))
 
 
@@ -154,8 +155,10 @@ def mfcc_features(waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.nd
     float32 `[num_frames(samples), 39]`; `[0, 39]` for waveforms shorter than 400 samples.
   """
   if sample_rate != SAMPLE_RATE:
-    raise ValueError(f"mfcc_features expects {SAMPLE_RATE} Hz audio, got {sample_rate} Hz "
-                     "(resample with read_audio(..., resample=True))")
+    raise ValueError(
+        f"mfcc_features expects {SAMPLE_RATE} Hz audio, got {sample_rate} Hz "
+        "(resample with read_audio(..., resample=True))"
+    )
   waveform = np.asarray(waveform, dtype=np.float64)
   if waveform.ndim != 1:
     raise ValueError(f"expected a 1-D waveform [samples], got shape {waveform.shape}")
@@ -166,10 +169,12 @@ def mfcc_features(waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.nd
   all_frames = np.lib.stride_tricks.sliding_window_view(waveform, FRAME_LENGTH)[::FRAME_SHIFT]
   window, filterbank = povey_window(), mel_filterbank(sample_rate)
   projection = dct_matrix() * lifter_coefficients()[None, :]
-  ceps = np.concatenate([
-      _log_mel(all_frames[start:start + _BLOCK_FRAMES], window, filterbank) @ projection
-      for start in range(0, total, _BLOCK_FRAMES)
-  ])
+  ceps = np.concatenate(
+      [
+          _log_mel(all_frames[start : start + _BLOCK_FRAMES], window, filterbank) @ projection
+          for start in range(0, total, _BLOCK_FRAMES)
+      ]
+  )
   first = deltas(ceps)
   second = deltas(first)
   return np.concatenate([ceps, first, second], axis=1).astype(np.float32)

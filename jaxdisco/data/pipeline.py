@@ -51,9 +51,7 @@ from jaxdisco.data import records
 from jaxdisco.data import sources as sources_lib
 from jaxdisco.data import span_masks
 
-ManifestLike = Union[
-    manifest_lib.Manifest, sources_lib.PreparedSource, manifest_lib.PathLike
-]
+ManifestLike = Union[manifest_lib.Manifest, sources_lib.PreparedSource, manifest_lib.PathLike]
 
 # Same epsilon as torch's layer_norm, which is how the reference normalizes.
 _NORMALIZE_EPS = 1e-5
@@ -124,14 +122,10 @@ def normalize_waveform(waveform: np.ndarray) -> np.ndarray:
   """Zero mean, unit variance over all of `waveform` (float32 `[samples]`)."""
   mean = waveform.mean()
   variance = waveform.var()
-  return ((waveform - mean) / np.sqrt(variance + _NORMALIZE_EPS)).astype(
-      np.float32
-  )
+  return ((waveform - mean) / np.sqrt(variance + _NORMALIZE_EPS)).astype(np.float32)
 
 
-def _fit_to_length(
-    waveform: np.ndarray, crop_samples: int, start: int
-) -> dict[str, np.ndarray]:
+def _fit_to_length(waveform: np.ndarray, crop_samples: int, start: int) -> dict[str, np.ndarray]:
   """Crops `waveform[start:start+crop_samples]` or zero-pads it to fit.
 
   Returns one example: waveform `[crop_samples]`, padding_mask
@@ -164,9 +158,7 @@ class _ReadAndCrop:
     # so a crop's statistics don't depend on where it was cut.
     return normalize_waveform(waveform) if self._normalize else waveform
 
-  def random_crop(
-      self, index: int, rng: np.random.Generator
-  ) -> dict[str, np.ndarray]:
+  def random_crop(self, index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     waveform = self._read(index)
     excess = waveform.shape[0] - self._crop_samples
     start = int(rng.integers(0, excess + 1)) if excess > 0 else 0
@@ -174,9 +166,7 @@ class _ReadAndCrop:
 
   def crop_from_start(self, index: int) -> dict[str, np.ndarray]:
     if index < 0:  # A dummy row that pads the last eval batch.
-      example = _fit_to_length(
-          np.zeros(0, np.float32), self._crop_samples, 0
-      )
+      example = _fit_to_length(np.zeros(0, np.float32), self._crop_samples, 0)
       example.update(example_mask=np.bool_(False), index=np.int32(-1))
       return example
     example = _fit_to_length(self._read(index), self._crop_samples, 0)
@@ -187,8 +177,15 @@ class _ReadAndCrop:
 class _BucketedBatch:
   """Global step -> this process's batch of one bucket (see bucketing.py)."""
 
-  def __init__(self, reader, plan: bucketing.BucketPlan, normalize: bool, seed: int,
-               process_index: int, process_count: int):
+  def __init__(
+      self,
+      reader,
+      plan: bucketing.BucketPlan,
+      normalize: bool,
+      seed: int,
+      process_index: int,
+      process_count: int,
+  ):
     self._reader = reader
     self._plan = plan
     self._normalize = normalize
@@ -217,9 +214,7 @@ class _AddMasks:
 def _read_options(num_threads: int, prefetch_batches: int) -> grain.ReadOptions:
   # grain's default buffer is 500 elements; with batches of raw audio that is
   # gigabytes of host memory per process, so keep it to a few batches.
-  return grain.ReadOptions(
-      num_threads=num_threads, prefetch_buffer_size=prefetch_batches
-  )
+  return grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_batches)
 
 
 def make_pretrain_dataset(
@@ -291,8 +286,7 @@ def make_pretrain_dataset(
   """
   if batch_size <= 0 or crop_samples <= 0:
     raise ValueError(
-        f'batch_size and crop_samples must be positive, got {batch_size=}, '
-        f'{crop_samples=}'
+        f'batch_size and crop_samples must be positive, got {batch_size=}, ' f'{crop_samples=}'
     )
   if not 0 <= process_index < process_count:
     raise ValueError(f'need 0 <= {process_index=} < {process_count=}')
@@ -318,17 +312,35 @@ def make_pretrain_dataset(
     source_seed = seed if k == 0 else _derive_seed(seed, 100 + k)
     keep = _keep_long_enough(reader, min_samples)
     if bucket_set is None:
-      streams.append(_example_stream(
-          reader, keep, crop_samples=crop_samples, normalize=normalize, seed=source_seed,
-          shuffle=shuffle, num_epochs=num_epochs, process_index=process_index,
-          process_count=process_count))
+      streams.append(
+          _example_stream(
+              reader,
+              keep,
+              crop_samples=crop_samples,
+              normalize=normalize,
+              seed=source_seed,
+              shuffle=shuffle,
+              num_epochs=num_epochs,
+              process_index=process_index,
+              process_count=process_count,
+          )
+      )
     else:
       plan = bucketing.BucketPlan(
-          reader.num_samples[keep], bucket_set, batch_size * process_count,
-          seed=_derive_seed(source_seed, 3), shuffle=shuffle)
+          reader.num_samples[keep],
+          bucket_set,
+          batch_size * process_count,
+          seed=_derive_seed(source_seed, 3),
+          shuffle=shuffle,
+      )
       batches = _BucketedBatch(
-          _Subset(reader, keep), plan, normalize, _derive_seed(source_seed, 1, process_index),
-          process_index, process_count)
+          _Subset(reader, keep),
+          plan,
+          normalize,
+          _derive_seed(source_seed, 1, process_index),
+          process_index,
+          process_count,
+      )
       ds = grain.MapDataset.range(len(plan)).repeat(num_epochs).map_with_index(batches)
       streams.append(ds)
 
@@ -364,7 +376,10 @@ def _keep_long_enough(reader, min_samples: int) -> np.ndarray:
   if dropped:
     logging.info(
         '%s: dropped %d of %d utterances shorter than min_samples=%d',
-        reader.name, dropped, len(reader), min_samples,
+        reader.name,
+        dropped,
+        len(reader),
+        min_samples,
     )
   if not len(keep):
     raise ValueError(
@@ -375,9 +390,18 @@ def _keep_long_enough(reader, min_samples: int) -> np.ndarray:
   return keep
 
 
-def _example_stream(reader, keep: np.ndarray, *, crop_samples: int, normalize: bool,
-                    seed: int, shuffle: bool, num_epochs: Optional[int],
-                    process_index: int, process_count: int) -> grain.MapDataset:
+def _example_stream(
+    reader,
+    keep: np.ndarray,
+    *,
+    crop_samples: int,
+    normalize: bool,
+    seed: int,
+    shuffle: bool,
+    num_epochs: Optional[int],
+    process_index: int,
+    process_count: int,
+) -> grain.MapDataset:
   """This process's shuffled, repeated, cropped examples of one source."""
   shard = keep[process_index::process_count].tolist()
   if not shard:
@@ -394,9 +418,7 @@ def _example_stream(reader, keep: np.ndarray, *, crop_samples: int, normalize: b
   ds = ds.repeat(num_epochs)
   # Crop RNG is keyed by (seed, position in the stream): deterministic,
   # resumable, different across epochs and across processes.
-  return ds.random_map(
-      cropper.random_crop, seed=_derive_seed(seed, 1, process_index)
-  )
+  return ds.random_map(cropper.random_crop, seed=_derive_seed(seed, 1, process_index))
 
 
 def make_eval_dataset(
@@ -438,8 +460,7 @@ def make_eval_dataset(
   """
   if batch_size <= 0 or crop_samples <= 0:
     raise ValueError(
-        f'batch_size and crop_samples must be positive, got {batch_size=}, '
-        f'{crop_samples=}'
+        f'batch_size and crop_samples must be positive, got {batch_size=}, ' f'{crop_samples=}'
     )
   if not 0 <= process_index < process_count:
     raise ValueError(f'need 0 <= {process_index=} < {process_count=}')

@@ -160,9 +160,7 @@ def _decode(entry: sources_lib.Entry, options: PrepareOptions) -> np.ndarray:
   return waveform
 
 
-def prepare_utterance(
-    entry: sources_lib.Entry, options: PrepareOptions
-) -> records.Utterance:
+def prepare_utterance(entry: sources_lib.Entry, options: PrepareOptions) -> records.Utterance:
   """Decodes and checks one entry. Raises `_Skip` with a reason from REASONS."""
   waveform = _decode(entry, options)
   if waveform.shape[0] < options.min_samples:
@@ -176,8 +174,11 @@ def prepare_utterance(
       waveform = waveform * (_PEAK / peak)
   if entry.labels is not None:
     problem = labels_lib.alignment_problem(
-        waveform.shape[0], len(entry.labels), label_rate=options.label_rate,
-        sample_rate=options.sample_rate, tolerance_frames=options.label_tolerance_frames,
+        waveform.shape[0],
+        len(entry.labels),
+        label_rate=options.label_rate,
+        sample_rate=options.sample_rate,
+        tolerance_frames=options.label_tolerance_frames,
     )
     if problem:
       raise _Skip('label_length', problem)
@@ -211,8 +212,14 @@ def _write_shard(job: tuple) -> dict:
   # group_size:1 makes every record its own chunk: true random access, which
   # is what a shuffled pipeline does (the default groups 65536 records).
   writer = array_record_module.ArrayRecordWriter(str(tmp_path), 'group_size:1')
-  meta = {'shard': name, 'range': [start, stop], 'id': [], 'num_samples': [],
-          'num_labels': [], 'skipped': []}
+  meta = {
+      'shard': name,
+      'range': [start, stop],
+      'id': [],
+      'num_samples': [],
+      'num_labels': [],
+      'skipped': [],
+  }
   try:
     for i in range(start, stop):
       entry = source[i]
@@ -237,7 +244,7 @@ def _write_shard(job: tuple) -> dict:
     tmp_path.copy(out_dir / (name + '.tmp'), overwrite=True)
     tmp_path.unlink()
     os.rmdir(tmp_dir)
-  (out_dir / (name + ".tmp")).replace(out_dir / name)
+  (out_dir / (name + '.tmp')).replace(out_dir / name)
   _write_atomically(out_dir / (name.removesuffix('.array_record') + '.json'), json.dumps(meta))
   return meta
 
@@ -287,7 +294,9 @@ def prepare(
   if num_shards > num_entries:
     num_shards = num_entries
   plan = {
-      'source': source.describe(), 'num_entries': num_entries, 'num_shards': num_shards,
+      'source': source.describe(),
+      'num_entries': num_entries,
+      'num_shards': num_shards,
       'options': dataclasses.asdict(options),
   }
   plan_path = out_dir / PLAN_FILE
@@ -310,8 +319,10 @@ def prepare(
   jobs = [(source, str(out_dir), k, num_shards, *ranges[k], options) for k in todo]
   remaining = sum(ranges[k][1] - ranges[k][0] for k in todo)
   if len(todo) < num_shards:
-    progress(f'prepare-data: {num_shards - len(todo)} of {num_shards} shards already done '
-             f'in {out_dir}; resuming')
+    progress(
+        f'prepare-data: {num_shards - len(todo)} of {num_shards} shards already done '
+        f'in {out_dir}; resuming'
+    )
   t0 = time.perf_counter()
   done_entries, done_shards, skipped = 0, num_shards - len(todo), 0
 
@@ -323,8 +334,10 @@ def prepare(
     elapsed = time.perf_counter() - t0
     rate = done_entries / max(elapsed, 1e-9)
     eta = (remaining - done_entries) / max(rate, 1e-9)
-    progress(f'prepare-data: shard {done_shards}/{num_shards} | {done_entries}/{remaining} '
-             f'utterances ({skipped} skipped) | {rate:.1f} utt/s | ETA {_format_seconds(eta)}')
+    progress(
+        f'prepare-data: shard {done_shards}/{num_shards} | {done_entries}/{remaining} '
+        f'utterances ({skipped} skipped) | {rate:.1f} utt/s | ETA {_format_seconds(eta)}'
+    )
 
   num_workers = min(num_workers or os.cpu_count() or 1, max(len(jobs), 1))
   if num_workers <= 1:
@@ -336,14 +349,25 @@ def prepare(
     with multiprocessing.get_context('spawn').Pool(num_workers) as pool:
       for meta in pool.imap_unordered(_write_shard, jobs):
         report(meta)
-  return _write_index_and_summary(source, out_dir, num_shards, options,
-                                  wall_seconds=time.perf_counter() - t0,
-                                  reused_shards=num_shards - len(todo))
+  return _write_index_and_summary(
+      source,
+      out_dir,
+      num_shards,
+      options,
+      wall_seconds=time.perf_counter() - t0,
+      reused_shards=num_shards - len(todo),
+  )
 
 
-def _write_index_and_summary(source, out_dir: epath.Path, num_shards: int,
-                             options: PrepareOptions, *, wall_seconds: float,
-                             reused_shards: int) -> dict:
+def _write_index_and_summary(
+    source,
+    out_dir: epath.Path,
+    num_shards: int,
+    options: PrepareOptions,
+    *,
+    wall_seconds: float,
+    reused_shards: int,
+) -> dict:
   metas = [json.loads(_meta_path(out_dir, k, num_shards).read_text()) for k in range(num_shards)]
   columns = collections.defaultdict(list)
   shard_files, skipped, first_shard_of = [], [], {}
@@ -369,9 +393,12 @@ def _write_index_and_summary(source, out_dir: epath.Path, num_shards: int,
     columns.pop('num_labels', None)
   total_samples = int(sum(columns['num_samples']))
   index = {
-      'format': 'jaxdisco-prepared-v1', 'sample_rate': options.sample_rate,
-      'audio_format': options.audio_format, 'label_rate': options.label_rate if has_labels else None,
-      'shards': shard_files, 'utterances': dict(columns),
+      'format': 'jaxdisco-prepared-v1',
+      'sample_rate': options.sample_rate,
+      'audio_format': options.audio_format,
+      'label_rate': options.label_rate if has_labels else None,
+      'shards': shard_files,
+      'utterances': dict(columns),
   }
   _write_atomically(out_dir / sources_lib.INDEX_FILE, json.dumps(index))
   summary = {

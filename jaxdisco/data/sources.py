@@ -87,9 +87,7 @@ class ManifestSource:
     self.labels = None
     if labels:
       symbols = labels_lib.read_dictionary(dictionary) if dictionary else None
-      self.labels = labels_lib.read_label_file(
-          labels, symbols, expected_lines=len(self.manifest)
-      )
+      self.labels = labels_lib.read_label_file(labels, symbols, expected_lines=len(self.manifest))
     self.transcripts = None
     if transcripts:
       lines = epath.Path(transcripts).read_text().splitlines()
@@ -140,13 +138,12 @@ class FolderSource:
     # walk(), not rglob: epath refuses recursive globs (one RPC per match on GCS).
     self.files = sorted(
         str((directory / name).relative_to(self.root))
-        for directory, _, names in self.root.walk() for name in names
+        for directory, _, names in self.root.walk()
+        for name in names
         if epath.Path(name).suffix.lower() in extensions
     )
     if not self.files:
-      raise FileNotFoundError(
-          f'{self.root}: no audio files ({", ".join(extensions)}) found'
-      )
+      raise FileNotFoundError(f'{self.root}: no audio files ({", ".join(extensions)}) found')
 
   def __len__(self) -> int:
     return len(self.files)
@@ -250,9 +247,7 @@ class TfdsSource:
         try:
           import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-          self._reader = tfds.data_source(
-              self.name, split=self.split, data_dir=self.data_dir
-          )
+          self._reader = tfds.data_source(self.name, split=self.split, data_dir=self.data_dir)
           self._parse = None
           return self._reader
         except ModuleNotFoundError as e:
@@ -402,7 +397,7 @@ def open_source(
   """
   spec_text = str(spec)
   if spec_text.startswith('tfds:'):
-    name, _, split = spec_text[len('tfds:'):].partition('@')
+    name, _, split = spec_text[len('tfds:') :].partition('@')
     return TfdsSource(name, split=split or 'train', data_dir=tfds_data_dir)
   path = epath.Path(spec)
   if path.is_dir():
@@ -411,6 +406,4 @@ def open_source(
     return FolderSource(path)
   if labels is None and dictionary is not None:
     raise ValueError('a dictionary was given without a label file')
-  return ManifestSource(
-      path, labels=labels, dictionary=dictionary, transcripts=transcripts
-  )
+  return ManifestSource(path, labels=labels, dictionary=dictionary, transcripts=transcripts)

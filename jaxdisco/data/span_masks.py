@@ -45,7 +45,8 @@ class MaskingSpec:
   def from_configs(cls, model_config, objective) -> 'MaskingSpec':
     return cls(
         conv_spec=tuple(tuple(layer) for layer in model_config.conv_spec),
-        mask_prob=float(objective.mask_prob), mask_length=int(objective.mask_length),
+        mask_prob=float(objective.mask_prob),
+        mask_length=int(objective.mask_length),
         min_masks=int(objective.min_masks),
         require_same_masks=bool(objective.require_same_masks),
         num_negatives=int(objective.num_negatives),
@@ -66,9 +67,15 @@ def _draw_on_host(spec: MaskingSpec, seed, padding_mask):
   mask_key, neg_key, cross_key = jax.random.split(jax.random.key(seed), 3)
   num_frames = int(conv_output_length(padding_mask.shape[-1], spec.conv_spec))
   lengths = conv_output_length(jnp.sum(~padding_mask, axis=-1), spec.conv_spec)
-  mask = mask_spans(mask_key, lengths, num_frames, mask_prob=spec.mask_prob,
-                    mask_length=spec.mask_length, min_masks=spec.min_masks,
-                    require_same_masks=spec.require_same_masks)
+  mask = mask_spans(
+      mask_key,
+      lengths,
+      num_frames,
+      mask_prob=spec.mask_prob,
+      mask_length=spec.mask_length,
+      min_masks=spec.min_masks,
+      require_same_masks=spec.require_same_masks,
+  )
   out = {'mask': mask, 'negatives': sample_negatives(neg_key, mask, spec.num_negatives)}
   if spec.cross_sample_negatives:
     out['cross_negatives'] = sample_cross_negatives(cross_key, mask, spec.cross_sample_negatives)

@@ -56,24 +56,25 @@ def read_alignments(path: PathLike) -> dict[str, list[tuple[str, float, float]]]
       segments = [(str(p), float(s), float(e)) for p, s, e in record["phones"]]
       utt = str(record["id"])
     except (ValueError, KeyError, TypeError) as e:
-      raise ValueError(f"{path}:{line_number}: expected "
-                       '{"id": ..., "phones": [[phone, start, end], ...]}') from e
+      raise ValueError(
+          f"{path}:{line_number}: expected " '{"id": ..., "phones": [[phone, start, end], ...]}'
+      ) from e
     if not segments:
       raise ValueError(f"{path}:{line_number}: utterance {utt!r} has no phone segments")
     out[utt] = segments
   return out
 
 
-def expected_num_frames(duration: float, frame_rate: float,
-                        window: float = DEFAULT_WINDOW) -> int:
+def expected_num_frames(duration: float, frame_rate: float, window: float = DEFAULT_WINDOW) -> int:
   """Frames whose whole window fits in `duration` seconds: `floor((d - window) rate) + 1`."""
   if duration < window:
     return 0
   return int(math.floor((duration - window) * frame_rate + 1e-6)) + 1
 
 
-def frame_phones(segments: Segments, num_frames: int, frame_rate: float,
-                 window: float = DEFAULT_WINDOW) -> np.ndarray:
+def frame_phones(
+    segments: Segments, num_frames: int, frame_rate: float, window: float = DEFAULT_WINDOW
+) -> np.ndarray:
   """Phone of each frame, by the phone containing the frame centre (see module doc).
 
   Args:
@@ -91,9 +92,15 @@ def frame_phones(segments: Segments, num_frames: int, frame_rate: float,
   return np.asarray([p for p, _, _ in segments], dtype=object)[index]
 
 
-def pair_frames(alignments: Mapping[str, Segments], units: Sequence[np.ndarray],
-                ids: Sequence[str], *, frame_rate: float, window: float = DEFAULT_WINDOW,
-                max_frame_diff: int = 1) -> tuple[np.ndarray, np.ndarray, dict]:
+def pair_frames(
+    alignments: Mapping[str, Segments],
+    units: Sequence[np.ndarray],
+    ids: Sequence[str],
+    *,
+    frame_rate: float,
+    window: float = DEFAULT_WINDOW,
+    max_frame_diff: int = 1,
+) -> tuple[np.ndarray, np.ndarray, dict]:
   """Per-frame (phone, unit) pairs of all utterances, concatenated.
 
   Args:
@@ -113,21 +120,24 @@ def pair_frames(alignments: Mapping[str, Segments], units: Sequence[np.ndarray],
       than `max_frame_diff` (listing the first few).
   """
   if len(units) != len(ids):
-    raise AlignmentError(f"{len(units)} unit sequences but {len(ids)} utterance ids: the "
-                         ".km file and the manifest / .ids file do not describe the same "
-                         "utterances")
+    raise AlignmentError(
+        f"{len(units)} unit sequences but {len(ids)} utterance ids: the "
+        ".km file and the manifest / .ids file do not describe the same "
+        "utterances"
+    )
   missing = [i for i in ids if i not in alignments]
   if missing:
-    raise AlignmentError(f"{len(missing)} utterance(s) have no alignment, e.g. "
-                         f"{missing[:5]}")
+    raise AlignmentError(f"{len(missing)} utterance(s) have no alignment, e.g. " f"{missing[:5]}")
   phones_out, units_out, problems, frame_diff = [], [], [], 0
   for utt, seq in zip(ids, units):
     segments = alignments[utt]
     expected = expected_num_frames(segments[-1][2], frame_rate, window)
     diff = len(seq) - expected
     if abs(diff) > max_frame_diff:
-      problems.append(f"{utt}: {len(seq)} unit frames, alignment of {segments[-1][2]:.3f} s "
-                      f"at {frame_rate:g} Hz gives {expected}")
+      problems.append(
+          f"{utt}: {len(seq)} unit frames, alignment of {segments[-1][2]:.3f} s "
+          f"at {frame_rate:g} Hz gives {expected}"
+      )
       continue
     frame_diff += abs(diff)
     n = min(len(seq), expected)
@@ -136,11 +146,15 @@ def pair_frames(alignments: Mapping[str, Segments], units: Sequence[np.ndarray],
   if problems:
     raise AlignmentError(
         f"{len(problems)} utterance(s) differ by more than {max_frame_diff} frame(s) (wrong "
-        "--frame-rate, or units not in manifest order?):\n  " + "\n  ".join(problems[:10]))
+        "--frame-rate, or units not in manifest order?):\n  " + "\n  ".join(problems[:10])
+    )
   phones = np.concatenate(phones_out) if phones_out else np.zeros(0, object)
   unit_frames = np.concatenate(units_out) if units_out else np.zeros(0, np.int64)
-  return phones, unit_frames, {"utterances": len(ids), "frames": int(len(phones)),
-                               "frame_diff": frame_diff}
+  return (
+      phones,
+      unit_frames,
+      {"utterances": len(ids), "frames": int(len(phones)), "frame_diff": frame_diff},
+  )
 
 
 def joint_counts(phones, units) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -200,10 +214,15 @@ def unit_quality(phones, units) -> dict[str, float]:
   return quality_from_counts(counts)
 
 
-def evaluate_km_file(units_path: PathLike, alignments_path: PathLike, *,
-                     manifest_path: Optional[PathLike] = None, frame_rate: float = 50.0,
-                     window: float = DEFAULT_WINDOW, max_frame_diff: int = 1
-                     ) -> tuple[dict, np.ndarray, np.ndarray]:
+def evaluate_km_file(
+    units_path: PathLike,
+    alignments_path: PathLike,
+    *,
+    manifest_path: Optional[PathLike] = None,
+    frame_rate: float = 50.0,
+    window: float = DEFAULT_WINDOW,
+    max_frame_diff: int = 1,
+) -> tuple[dict, np.ndarray, np.ndarray]:
   """`unit_quality` of a `.km` file against a JSONL alignment file.
 
   Utterance ids of the `.km` lines come from `manifest_path` (lines are in manifest order, as
@@ -223,15 +242,23 @@ def evaluate_km_file(units_path: PathLike, alignments_path: PathLike, *,
   else:
     sidecar = labels_lib.ids_path(units_path)
     if not sidecar.exists():
-      raise AlignmentError(f"{units_path}: no utterance ids: pass --manifest (the .km lines "
-                           f"follow manifest order) or provide {sidecar}")
+      raise AlignmentError(
+          f"{units_path}: no utterance ids: pass --manifest (the .km lines "
+          f"follow manifest order) or provide {sidecar}"
+      )
     ids, source = labels_lib.read_ids(sidecar), str(sidecar)
   if len(ids) != len(units):
-    raise AlignmentError(f"{units_path} has {len(units)} lines but {source} lists "
-                         f"{len(ids)} utterances")
-  phones, unit_frames, stats = pair_frames(read_alignments(alignments_path), units, ids,
-                                           frame_rate=frame_rate, window=window,
-                                           max_frame_diff=max_frame_diff)
+    raise AlignmentError(
+        f"{units_path} has {len(units)} lines but {source} lists " f"{len(ids)} utterances"
+    )
+  phones, unit_frames, stats = pair_frames(
+      read_alignments(alignments_path),
+      units,
+      ids,
+      frame_rate=frame_rate,
+      window=window,
+      max_frame_diff=max_frame_diff,
+  )
   return {**unit_quality(phones, unit_frames), **stats}, phones, unit_frames
 
 
@@ -253,8 +280,9 @@ def plot_cooccurrence(phones, units, path: PathLike, *, title: Optional[str] = N
   fig = Figure(figsize=(min(4 + 0.12 * num_units, 40), min(2 + 0.16 * num_phones, 30)))
   FigureCanvasAgg(fig)
   ax = fig.add_subplot()
-  image = ax.imshow(matrix, aspect="auto", interpolation="nearest", cmap="viridis",
-                    vmin=0.0, vmax=1.0)
+  image = ax.imshow(
+      matrix, aspect="auto", interpolation="nearest", cmap="viridis", vmin=0.0, vmax=1.0
+  )
   ax.set_yticks(range(num_phones), [str(p) for p in phone_labels], fontsize=6)
   if num_units <= 120:
     ax.set_xticks(range(num_units), [str(u) for u in unit_labels], fontsize=5, rotation=90)

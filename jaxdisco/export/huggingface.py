@@ -33,8 +33,16 @@ MODEL_TYPES = ("wav2vec2", "hubert")
 _BACKBONE_PREFIXES = ("wav2vec2.", "hubert.")
 # HF task heads that have no counterpart here; their weights are dropped on import.
 # (Wav2Vec2ForXVector names its top-level Linear `feature_extractor`, hence the exact names.)
-_IGNORED_HEAD_PREFIXES = ("lm_head.", "projector.", "classifier.", "layer_weights", "tdnn.",
-                          "objective.", "feature_extractor.weight", "feature_extractor.bias")
+_IGNORED_HEAD_PREFIXES = (
+    "lm_head.",
+    "projector.",
+    "classifier.",
+    "layer_weights",
+    "tdnn.",
+    "objective.",
+    "feature_extractor.weight",
+    "feature_extractor.bias",
+)
 # Weight-norm parameter names: legacy `torch.nn.utils.weight_norm` attributes and the
 # `parametrizations` form that transformers 5.x modules hold; both are accepted on import.
 _POS_CONV = "encoder.pos_conv_embed.conv."
@@ -65,16 +73,19 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> ModelConfig:
   if conv_dim is None:  # HF defaults (BASE extractor) when a config omits them.
     conv_dim, kernels, strides = [512] * 7, [10, 3, 3, 3, 3, 2, 2], [5, 2, 2, 2, 2, 2, 2]
   if not len(conv_dim) == len(kernels) == len(strides):
-    raise ValueError(f"HF config: conv_dim/conv_kernel/conv_stride lengths differ: "
-                     f"{len(conv_dim)}/{len(kernels)}/{len(strides)}")
+    raise ValueError(
+        f"HF config: conv_dim/conv_kernel/conv_stride lengths differ: "
+        f"{len(conv_dim)}/{len(kernels)}/{len(strides)}"
+    )
   norm = c.get("feat_extract_norm", "group")
   if norm not in ("group", "layer"):
     raise ValueError(f"HF config: feat_extract_norm must be 'group' or 'layer', got {norm!r}")
   final_dim = int(c.get("proj_codevector_dim", 256))
   codevector_dim = int(c.get("codevector_dim", final_dim))
   fields = dict(
-      conv_layers=_conv_spec_string([(int(d), int(k), int(s))
-                                     for d, k, s in zip(conv_dim, kernels, strides)]),
+      conv_layers=_conv_spec_string(
+          [(int(d), int(k), int(s)) for d, k, s in zip(conv_dim, kernels, strides)]
+      ),
       extractor_mode="default" if norm == "group" else "layer_norm",
       conv_bias=bool(c.get("conv_bias", False)),
       embed_dim=int(c.get("hidden_size", 768)),
@@ -96,8 +107,9 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> ModelConfig:
       latent_groups=int(c.get("num_codevector_groups", 2)),
       # latent_dim 0 means "same as final_dim"; normalising keeps config round trips equal.
       latent_dim=0 if codevector_dim == final_dim else codevector_dim,
-      feature_projection_layer_norm=(bool(c.get("feat_proj_layer_norm", True))
-                                     if model_type == "hubert" else True),
+      feature_projection_layer_norm=(
+          bool(c.get("feat_proj_layer_norm", True)) if model_type == "hubert" else True
+      ),
   )
   return ModelConfig(**fields)
 
@@ -117,8 +129,9 @@ def _conv_spec_string(layers: list[tuple[int, int, int]]) -> str:
 def _check_supported(c: Mapping[str, Any]) -> None:
   model_type = c.get("model_type", "wav2vec2")
   if model_type not in MODEL_TYPES:
-    raise ValueError(f"HF config: model_type {model_type!r} is not supported; expected one of "
-                     f"{MODEL_TYPES}")
+    raise ValueError(
+        f"HF config: model_type {model_type!r} is not supported; expected one of " f"{MODEL_TYPES}"
+    )
   problems = []
   for key in ("hidden_act", "feat_extract_activation"):
     if c.get(key, "gelu") != "gelu":
@@ -130,12 +143,14 @@ def _check_supported(c: Mapping[str, Any]) -> None:
   if c.get("conv_pos_batch_norm"):
     problems.append("conv_pos_batch_norm=True")
   if problems:
-    raise ValueError("HF config uses options jaxdisco's model does not implement: "
-                     + ", ".join(problems))
+    raise ValueError(
+        "HF config uses options jaxdisco's model does not implement: " + ", ".join(problems)
+    )
 
 
-def config_to_hf(cfg: ModelConfig, model_type: str = "wav2vec2", *,
-                 architecture: str | None = None) -> dict[str, Any]:
+def config_to_hf(
+    cfg: ModelConfig, model_type: str = "wav2vec2", *, architecture: str | None = None
+) -> dict[str, Any]:
   """ModelConfig -> complete HF `config.json` dict.
 
   `architecture` defaults to Wav2Vec2ForPreTraining / HubertModel. Training-only HF fields
@@ -144,13 +159,16 @@ def config_to_hf(cfg: ModelConfig, model_type: str = "wav2vec2", *,
   """
   _check_model_type(model_type)
   if model_type == "wav2vec2" and not cfg.feature_projection_layer_norm:
-    raise ValueError("wav2vec2 checkpoints always have the feature-projection LayerNorm; "
-                     "feature_projection_layer_norm=False is only expressible as model_type "
-                     "'hubert'")
+    raise ValueError(
+        "wav2vec2 checkpoints always have the feature-projection LayerNorm; "
+        "feature_projection_layer_norm=False is only expressible as model_type "
+        "'hubert'"
+    )
   spec = cfg.conv_spec
   out: dict[str, Any] = {
-      "architectures": [architecture or ("Wav2Vec2ForPreTraining" if model_type == "wav2vec2"
-                                         else "HubertModel")],
+      "architectures": [
+          architecture or ("Wav2Vec2ForPreTraining" if model_type == "wav2vec2" else "HubertModel")
+      ],
       "model_type": model_type,
       "conv_dim": [d for d, _, _ in spec],
       "conv_kernel": [k for _, k, _ in spec],
@@ -192,21 +210,24 @@ def config_to_hf(cfg: ModelConfig, model_type: str = "wav2vec2", *,
       "ctc_zero_infinity": False,
   }
   if model_type == "wav2vec2":
-    out.update({
-        "feat_quantizer_dropout": cfg.dropout_features,
-        "num_codevectors_per_group": cfg.latent_vars,
-        "num_codevector_groups": cfg.latent_groups,
-        "codevector_dim": cfg.codevector_dim,
-        "proj_codevector_dim": cfg.final_dim,
-        "contrastive_logits_temperature": 0.1,
-        "num_negatives": 100,
-        "diversity_loss_weight": 0.1,
-        "add_adapter": False,
-        "adapter_attn_dim": None,
-    })
+    out.update(
+        {
+            "feat_quantizer_dropout": cfg.dropout_features,
+            "num_codevectors_per_group": cfg.latent_vars,
+            "num_codevector_groups": cfg.latent_groups,
+            "codevector_dim": cfg.codevector_dim,
+            "proj_codevector_dim": cfg.final_dim,
+            "contrastive_logits_temperature": 0.1,
+            "num_negatives": 100,
+            "diversity_loss_weight": 0.1,
+            "add_adapter": False,
+            "adapter_attn_dim": None,
+        }
+    )
   else:
-    out.update({"feat_proj_layer_norm": cfg.feature_projection_layer_norm,
-                "conv_pos_batch_norm": False})
+    out.update(
+        {"feat_proj_layer_norm": cfg.feature_projection_layer_norm, "conv_pos_batch_norm": False}
+    )
   return out
 
 
@@ -258,22 +279,36 @@ def _entries(cfg: ModelConfig) -> Iterator[_Entry]:
   enc = bb + ("encoder",)
   k = cfg.pos_conv_kernel
   yield _Entry(_POS_CONV + "weight_g", enc + ("pos_conv", "weight_g"), "gain", (1, 1, k), None)
-  yield _Entry(_POS_CONV + "weight_v", enc + ("pos_conv", "weight_v"), "conv",
-               (d, d // cfg.pos_conv_groups, k), None)
+  yield _Entry(
+      _POS_CONV + "weight_v",
+      enc + ("pos_conv", "weight_v"),
+      "conv",
+      (d, d // cfg.pos_conv_groups, k),
+      None,
+  )
   yield vec(_POS_CONV + "bias", enc + ("pos_conv", "bias"), d)
   yield from norm("encoder.layer_norm", enc + ("norm",), d)
   for i in range(cfg.num_layers):
     hf, ours = f"encoder.layers.{i}.", enc + (f"layer_{i}",)
-    for hf_name, name in (("q_proj", "query"), ("k_proj", "key"), ("v_proj", "value"),
-                          ("out_proj", "out")):
+    for hf_name, name in (
+        ("q_proj", "query"),
+        ("k_proj", "key"),
+        ("v_proj", "value"),
+        ("out_proj", "out"),
+    ):
       yield from linear(hf + "attention." + hf_name, ours + ("attention", name), d, d)
     yield from norm(hf + "layer_norm", ours + ("attention_norm",), d)
     yield from linear(hf + "feed_forward.intermediate_dense", ours + ("ffn_in",), d, cfg.ffn_dim)
     yield from linear(hf + "feed_forward.output_dense", ours + ("ffn_out",), cfg.ffn_dim, d)
     yield from norm(hf + "final_layer_norm", ours + ("ffn_norm",), d)
   gv, cv = cfg.latent_groups * cfg.latent_vars, cfg.codevector_dim
-  yield _Entry("quantizer.codevectors", ("quantizer", "codevectors"), "codevectors",
-               (1, gv, cv // cfg.latent_groups), "quantizer")
+  yield _Entry(
+      "quantizer.codevectors",
+      ("quantizer", "codevectors"),
+      "codevectors",
+      (1, gv, cv // cfg.latent_groups),
+      "quantizer",
+  )
   yield from linear("quantizer.weight_proj", ("quantizer", "logits"), conv_dim, gv, "quantizer")
   yield from linear("project_q", ("project_q",), cv, cfg.final_dim, "project_q")
   yield from linear("project_hid", ("final_proj",), d, cfg.final_dim, "final_proj")
@@ -304,7 +339,8 @@ def _to_hf(x: np.ndarray, kind: str, hf_shape: tuple[int, ...]) -> np.ndarray:
 def _ours_shape(entry: _Entry) -> tuple[int, ...]:
   s = entry.hf_shape
   return {"linear": s[::-1], "conv": s[::-1], "gain": s[-1:], "codevectors": s[1:]}.get(
-      entry.kind, s)
+      entry.kind, s
+  )
 
 
 # ----------------------------------------------------------------------------- params
@@ -344,8 +380,9 @@ def params_from_hf(state_dict: Mapping[str, Any], cfg: ModelConfig) -> dict[str,
     _set(params, ("backbone", "mask_embedding"), np.zeros((cfg.embed_dim,), np.float32))
   errors = []
   if bad_shapes:
-    errors.append("shape mismatches (does the config match the checkpoint?):\n  "
-                  + "\n  ".join(bad_shapes))
+    errors.append(
+        "shape mismatches (does the config match the checkpoint?):\n  " + "\n  ".join(bad_shapes)
+    )
   if missing:
     errors.append(f"missing keys: {missing}")
   for head in _HEADS:
@@ -353,11 +390,16 @@ def params_from_hf(state_dict: Mapping[str, Any], cfg: ModelConfig) -> dict[str,
       errors.append(f"head {head!r} is incomplete: missing {head_missing[head]}")
     elif not head_found[head]:
       params.pop(head, None)
-  unknown = sorted(original for k, (original, _) in flat.items()
-                   if k not in used and not k.startswith(_IGNORED_HEAD_PREFIXES))
+  unknown = sorted(
+      original
+      for k, (original, _) in flat.items()
+      if k not in used and not k.startswith(_IGNORED_HEAD_PREFIXES)
+  )
   if unknown:
-    errors.append(f"unexpected keys (not part of a jaxdisco {cfg.num_layers}-layer model nor "
-                  f"a known HF head): {unknown}")
+    errors.append(
+        f"unexpected keys (not part of a jaxdisco {cfg.num_layers}-layer model nor "
+        f"a known HF head): {unknown}"
+    )
   if errors:
     raise ValueError("cannot import HF state dict: " + "; ".join(errors))
   return {"params": params}
@@ -373,7 +415,7 @@ def _canonical_keys(state_dict: Mapping[str, Any]) -> dict[str, tuple[str, Any]]
     name = key
     for prefix in _BACKBONE_PREFIXES:
       if name.startswith(prefix):
-        name = name[len(prefix):]
+        name = name[len(prefix) :]
         break
     name = _WEIGHT_NORM_ALIASES.get(name, name)
     if name in flat:
@@ -400,8 +442,13 @@ def _get(tree: Mapping, path: tuple[str, ...]) -> Any:
   return tree
 
 
-def params_to_hf(params: Mapping[str, Any], cfg: ModelConfig, model_type: str = "wav2vec2", *,
-                 include_heads: bool | None = None) -> dict[str, np.ndarray]:
+def params_to_hf(
+    params: Mapping[str, Any],
+    cfg: ModelConfig,
+    model_type: str = "wav2vec2",
+    *,
+    include_heads: bool | None = None,
+) -> dict[str, np.ndarray]:
   """`{'params': {...}}` (or the inner dict) -> HF state dict of float32 numpy arrays.
 
   Without heads the keys are those of Wav2Vec2Model / HubertModel (no prefix); with the
@@ -417,11 +464,13 @@ def params_to_hf(params: Mapping[str, Any], cfg: ModelConfig, model_type: str = 
     include_heads = model_type == "wav2vec2" and len(present) == len(_HEADS)
   if include_heads:
     if model_type != "wav2vec2":
-      raise ValueError("HF HuBERT models have no quantizer/projection heads; pass "
-                       "include_heads=False")
+      raise ValueError(
+          "HF HuBERT models have no quantizer/projection heads; pass " "include_heads=False"
+      )
     if len(present) != len(_HEADS):
-      raise ValueError(f"include_heads=True but params lack heads "
-                       f"{sorted(set(_HEADS) - set(present))}")
+      raise ValueError(
+          f"include_heads=True but params lack heads " f"{sorted(set(_HEADS) - set(present))}"
+      )
   prefix = "wav2vec2." if include_heads else ""
   out: dict[str, np.ndarray] = {}
   for e in _entries(cfg):
@@ -432,8 +481,10 @@ def params_to_hf(params: Mapping[str, Any], cfg: ModelConfig, model_type: str = 
     except KeyError:
       raise ValueError(f"params lack {'/'.join(e.path)} (needed for HF key {e.hf_key!r})") from None
     if tuple(x.shape) != _ours_shape(e):
-      raise ValueError(f"params {'/'.join(e.path)}: expected shape {_ours_shape(e)} for this "
-                       f"config, found {tuple(x.shape)}")
+      raise ValueError(
+          f"params {'/'.join(e.path)}: expected shape {_ours_shape(e)} for this "
+          f"config, found {tuple(x.shape)}"
+      )
     out[(prefix if e.head is None else "") + e.hf_key] = _to_hf(x, e.kind, e.hf_shape)
   return out
 
@@ -461,24 +512,34 @@ def load_hf_checkpoint(directory: str | os.PathLike) -> tuple[ModelConfig, dict,
   pt_path = os.path.join(directory, PYTORCH_NAME)
   if os.path.isfile(st_path):
     from safetensors.numpy import load_file
+
     state_dict = load_file(st_path)
   elif os.path.isfile(pt_path):
     try:
       import torch
     except ImportError:
-      raise ImportError(f"{pt_path} is a PyTorch pickle and torch is not installed; install "
-                        f"torch or convert the checkpoint to {SAFETENSORS_NAME}") from None
+      raise ImportError(
+          f"{pt_path} is a PyTorch pickle and torch is not installed; install "
+          f"torch or convert the checkpoint to {SAFETENSORS_NAME}"
+      ) from None
     state_dict = torch.load(pt_path, map_location="cpu", weights_only=True)
   else:
-    raise FileNotFoundError(f"HF checkpoint directory {directory!r} has neither "
-                            f"{SAFETENSORS_NAME} nor {PYTORCH_NAME} (sharded checkpoints are "
-                            "not supported)")
+    raise FileNotFoundError(
+        f"HF checkpoint directory {directory!r} has neither "
+        f"{SAFETENSORS_NAME} nor {PYTORCH_NAME} (sharded checkpoints are "
+        "not supported)"
+    )
   return cfg, params_from_hf(state_dict, cfg), model_type
 
 
-def save_hf_checkpoint(directory: str | os.PathLike, cfg: ModelConfig, params: Mapping[str, Any],
-                       model_type: str = "wav2vec2", *,
-                       include_heads: bool | None = None) -> None:
+def save_hf_checkpoint(
+    directory: str | os.PathLike,
+    cfg: ModelConfig,
+    params: Mapping[str, Any],
+    model_type: str = "wav2vec2",
+    *,
+    include_heads: bool | None = None,
+) -> None:
   """Writes config.json + model.safetensors loadable by `transformers` `from_pretrained`.
 
   With the wav2vec 2.0 heads the checkpoint is a Wav2Vec2ForPreTraining; without them (or
@@ -486,6 +547,7 @@ def save_hf_checkpoint(directory: str | os.PathLike, cfg: ModelConfig, params: M
   missing or unexpected keys.
   """
   from safetensors.numpy import save_file
+
   state_dict = params_to_hf(params, cfg, model_type, include_heads=include_heads)
   with_heads = any(k.startswith("quantizer.") for k in state_dict)
   if model_type == "hubert":

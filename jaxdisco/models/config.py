@@ -30,7 +30,8 @@ def parse_conv_layers(spec: str | ConvSpec) -> ConvSpec:
   if not layers or any(len(layer) != 3 or min(layer) < 1 for layer in layers):
     raise ValueError(
         f"model.conv_layers: expected a non-empty list of (channels, kernel, stride) with "
-        f"positive integers, got {spec!r}")
+        f"positive integers, got {spec!r}"
+    )
   return layers
 
 
@@ -43,8 +44,10 @@ def _eval_spec(node: ast.AST, text: str) -> Any:
   if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
     left, right = _eval_spec(node.left, text), _eval_spec(node.right, text)
     return left + right if isinstance(node.op, ast.Add) else left * right
-  raise ValueError(f"model.conv_layers: unsupported expression in {text!r}; use lists of "
-                   "(channels, kernel, stride) tuples combined with + and *")
+  raise ValueError(
+      f"model.conv_layers: unsupported expression in {text!r}; use lists of "
+      "(channels, kernel, stride) tuples combined with + and *"
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +56,9 @@ class ModelConfig:
 
   # Convolutional waveform encoder.
   conv_layers: str = DEFAULT_CONV_LAYERS
-  extractor_mode: str = "default"  # "default": group norm on layer 0 only; "layer_norm": every layer.
+  extractor_mode: str = (
+      "default"  # "default": group norm on layer 0 only; "layer_norm": every layer.
+  )
   conv_bias: bool = False
   feature_grad_mult: float = 0.1  # Scales gradients flowing into the conv encoder.
   # Transformer.
@@ -90,19 +95,33 @@ class ModelConfig:
   def __post_init__(self):
     parse_conv_layers(self.conv_layers)
     if self.extractor_mode not in ("default", "layer_norm"):
-      raise ValueError(f"model.extractor_mode: expected 'default' or 'layer_norm', got "
-                       f"{self.extractor_mode!r}")
+      raise ValueError(
+          f"model.extractor_mode: expected 'default' or 'layer_norm', got "
+          f"{self.extractor_mode!r}"
+      )
     if self.embed_dim % self.num_heads:
-      raise ValueError(f"model.embed_dim ({self.embed_dim}) must be divisible by "
-                       f"model.num_heads ({self.num_heads})")
+      raise ValueError(
+          f"model.embed_dim ({self.embed_dim}) must be divisible by "
+          f"model.num_heads ({self.num_heads})"
+      )
     if self.embed_dim % self.pos_conv_groups:
-      raise ValueError(f"model.embed_dim ({self.embed_dim}) must be divisible by "
-                       f"model.pos_conv_groups ({self.pos_conv_groups})")
+      raise ValueError(
+          f"model.embed_dim ({self.embed_dim}) must be divisible by "
+          f"model.pos_conv_groups ({self.pos_conv_groups})"
+      )
     if self.codevector_dim % self.latent_groups:
-      raise ValueError(f"model.latent_dim/final_dim ({self.codevector_dim}) must be divisible "
-                       f"by model.latent_groups ({self.latent_groups})")
-    for name in ("dropout", "attention_dropout", "activation_dropout", "dropout_input",
-                 "dropout_features", "layerdrop"):
+      raise ValueError(
+          f"model.latent_dim/final_dim ({self.codevector_dim}) must be divisible "
+          f"by model.latent_groups ({self.latent_groups})"
+      )
+    for name in (
+        "dropout",
+        "attention_dropout",
+        "activation_dropout",
+        "dropout_input",
+        "dropout_features",
+        "layerdrop",
+    ):
       value = getattr(self, name)
       if not 0.0 <= value < 1.0:
         raise ValueError(f"model.{name}: expected a probability in [0, 1), got {value}")

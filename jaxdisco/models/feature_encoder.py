@@ -23,7 +23,7 @@ def strided_conv1d(x: Array, kernel: Array, stride: int) -> Array:
   taps, _, _ = kernel.shape
   frames = (x.shape[1] - taps) // stride + 1
   limit = stride * (frames - 1) + 1
-  windows = [x[:, j:j + limit:stride] for j in range(taps)]  # each [batch, frames, in]
+  windows = [x[:, j : j + limit : stride] for j in range(taps)]  # each [batch, frames, in]
   stacked = jnp.concatenate(windows, axis=-1)  # [batch, frames, taps * in], tap-major
   return stacked @ kernel.reshape(-1, kernel.shape[-1]).astype(x.dtype)
 
@@ -41,12 +41,18 @@ class ConvBlock(nn.Module):
     in_channels = x.shape[-1]
     # Kaiming-normal (fan-in, gain sqrt(2)), the reference's init for these convs.
     init = nn.initializers.variance_scaling(2.0, "fan_in", "normal", in_axis=(0, 1), out_axis=2)
-    kernel = self.param("kernel", nn.with_logical_partitioning(init, (None, "conv_in", "conv_out")),
-                        (self.kernel_size, in_channels, self.out_channels))
+    kernel = self.param(
+        "kernel",
+        nn.with_logical_partitioning(init, (None, "conv_in", "conv_out")),
+        (self.kernel_size, in_channels, self.out_channels),
+    )
     y = strided_conv1d(x.astype(self.dtype), kernel, self.stride)
     if self.use_bias:
-      bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)),
-                        (self.out_channels,))
+      bias = self.param(
+          "bias",
+          nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)),
+          (self.out_channels,),
+      )
       y = y + bias.astype(y.dtype)
     if self.norm == "group":
       y = ChannelGroupNorm(name="norm")(y)
@@ -58,15 +64,18 @@ class ConvBlock(nn.Module):
 class ChannelGroupNorm(nn.Module):
   """GroupNorm with one group per channel: each channel normalised over time, per example,
   in fp32 (the reference's first-layer norm in "default" mode). x: [batch, frames, channels]."""
+
   eps: float = 1e-5
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     channels = x.shape[-1]
-    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("conv_out",)),
-                       (channels,))
-    bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)),
-                      (channels,))
+    scale = self.param(
+        "scale", nn.with_logical_partitioning(nn.initializers.ones, ("conv_out",)), (channels,)
+    )
+    bias = self.param(
+        "bias", nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)), (channels,)
+    )
     x32 = x.astype(jnp.float32)
     mean = x32.mean(1, keepdims=True)
     var = jnp.square(x32 - mean).mean(1, keepdims=True)
@@ -75,6 +84,7 @@ class ChannelGroupNorm(nn.Module):
 
 class ConvFeatureEncoder(nn.Module):
   """waveform [batch, samples] -> features [batch, frames, channels_of_last_layer]."""
+
   conv_spec: ConvSpec
   mode: str = "default"
   use_bias: bool = False
@@ -88,6 +98,5 @@ class ConvFeatureEncoder(nn.Module):
         norm = "layer"
       else:
         norm = "group" if i == 0 else "none"
-      x = ConvBlock(channels, kernel, stride, norm, self.use_bias, self.dtype,
-                    name=f"conv_{i}")(x)
+      x = ConvBlock(channels, kernel, stride, norm, self.use_bias, self.dtype, name=f"conv_{i}")(x)
     return x

@@ -40,10 +40,17 @@ class HubertForPretraining(nn.Module):
     self.label_embeddings = self.param(
         "label_embeddings",
         nn.with_logical_partitioning(nn.initializers.uniform(1.0), ("vocab", "final")),
-        (sum(self.num_classes), cfg.final_dim))
+        (sum(self.num_classes), cfg.final_dim),
+    )
 
-  def __call__(self, waveform: Array, padding_mask: Optional[Array], mask: Optional[Array], *,
-               deterministic: bool = True) -> HubertOutput:
+  def __call__(
+      self,
+      waveform: Array,
+      padding_mask: Optional[Array],
+      mask: Optional[Array],
+      *,
+      deterministic: bool = True,
+  ) -> HubertOutput:
     out = self.backbone(waveform, padding_mask, mask, deterministic=deterministic)
     proj = self.final_proj(out.last_hidden_state).astype(jnp.float32)
     if self.untie_final_proj:

@@ -14,26 +14,41 @@ from flax import linen as nn
 Array = jax.Array
 
 
-def dense(features: int, axes: tuple[str, str], name: str | None = None, *, use_bias: bool = True,
-          dtype=jnp.float32, kernel_init=nn.initializers.lecun_normal()) -> nn.Dense:
+def dense(
+    features: int,
+    axes: tuple[str, str],
+    name: str | None = None,
+    *,
+    use_bias: bool = True,
+    dtype=jnp.float32,
+    kernel_init=nn.initializers.lecun_normal(),
+) -> nn.Dense:
   return nn.Dense(
-      features, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32, name=name,
+      features,
+      use_bias=use_bias,
+      dtype=dtype,
+      param_dtype=jnp.float32,
+      name=name,
       kernel_init=nn.with_logical_partitioning(kernel_init, axes),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]))
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]),
+  )
 
 
 class LayerNorm(nn.Module):
   """LayerNorm over the last axis, always computed in fp32 (as the reference does)."""
+
   eps: float = 1e-5
   axis_name: str = "embed"
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     dim = x.shape[-1]
-    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, (self.axis_name,)),
-                       (dim,))
-    bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (self.axis_name,)),
-                      (dim,))
+    scale = self.param(
+        "scale", nn.with_logical_partitioning(nn.initializers.ones, (self.axis_name,)), (dim,)
+    )
+    bias = self.param(
+        "bias", nn.with_logical_partitioning(nn.initializers.zeros, (self.axis_name,)), (dim,)
+    )
     x32 = x.astype(jnp.float32)
     mean = x32.mean(-1, keepdims=True)
     var = jnp.square(x32 - mean).mean(-1, keepdims=True)

@@ -20,6 +20,7 @@ class ConvPositionalEmbedding(nn.Module):
   `weight_g` has one gain per tap. With an even kernel the conv yields one extra frame, which
   is dropped. x: [batch, frames, dim] -> [batch, frames, dim] (to be added residually).
   """
+
   kernel_size: int = 128
   groups: int = 16
   dtype: jnp.dtype = jnp.float32
@@ -31,18 +32,31 @@ class ConvPositionalEmbedding(nn.Module):
     # The reference initialises N(0, sqrt(4 / (K * dim))) and sets the norm gains to the
     # resulting per-tap norms, so the effective weight starts equal to weight_v.
     std = math.sqrt(4.0 / (k * dim))
-    weight_v = self.param("weight_v", nn.with_logical_partitioning(
-        nn.initializers.normal(std), (None, None, "embed")), (k, dim // g, dim))
-    weight_g = self.param("weight_g", nn.with_logical_partitioning(
-        lambda key, shape: jnp.sqrt(jnp.sum(jnp.square(weight_v), axis=(1, 2))), (None,)), (k,))
-    bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
-                      (dim,))
+    weight_v = self.param(
+        "weight_v",
+        nn.with_logical_partitioning(nn.initializers.normal(std), (None, None, "embed")),
+        (k, dim // g, dim),
+    )
+    weight_g = self.param(
+        "weight_g",
+        nn.with_logical_partitioning(
+            lambda key, shape: jnp.sqrt(jnp.sum(jnp.square(weight_v), axis=(1, 2))), (None,)
+        ),
+        (k,),
+    )
+    bias = self.param(
+        "bias", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), (dim,)
+    )
     norm = jnp.sqrt(jnp.sum(jnp.square(weight_v), axis=(1, 2), keepdims=True))
     kernel = weight_v * (weight_g[:, None, None] / norm)
     y = jax.lax.conv_general_dilated(
-        x.astype(self.dtype), kernel.astype(self.dtype), window_strides=(1,),
-        padding=[(k // 2, k // 2)], dimension_numbers=("NWC", "WIO", "NWC"),
-        feature_group_count=g)
+        x.astype(self.dtype),
+        kernel.astype(self.dtype),
+        window_strides=(1,),
+        padding=[(k // 2, k // 2)],
+        dimension_numbers=("NWC", "WIO", "NWC"),
+        feature_group_count=g,
+    )
     if k % 2 == 0:
       y = y[:, :-1]
     return gelu(y + bias.astype(y.dtype))

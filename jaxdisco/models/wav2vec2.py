@@ -17,8 +17,9 @@ from jaxdisco.quantizers.gumbel import GumbelQuantizer
 Array = jax.Array
 
 
-def frame_validity(padding_mask: Optional[Array], num_samples: int, config: ModelConfig,
-                   batch: int) -> Array:
+def frame_validity(
+    padding_mask: Optional[Array], num_samples: int, config: ModelConfig, batch: int
+) -> Array:
   """Sample-level padding mask [batch, samples] (True = pad) -> frame validity [batch, frames].
 
   A frame is valid when it lies within the conv output length of the utterance's valid
@@ -42,18 +43,26 @@ class BackboneOutput(NamedTuple):
 
 class Wav2Vec2Backbone(nn.Module):
   """Conv encoder -> LayerNorm -> projection -> span masking -> Transformer."""
+
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, waveform: Array, padding_mask: Optional[Array] = None,
-               mask: Optional[Array] = None, *, deterministic: bool = True,
-               num_layers: Optional[int] = None) -> BackboneOutput:
+  def __call__(
+      self,
+      waveform: Array,
+      padding_mask: Optional[Array] = None,
+      mask: Optional[Array] = None,
+      *,
+      deterministic: bool = True,
+      num_layers: Optional[int] = None,
+  ) -> BackboneOutput:
     """waveform: [batch, samples] float32; padding_mask: [batch, samples] bool (True = pad);
     mask: [batch, frames] bool, frames replaced by the learned mask embedding."""
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
-    features = ConvFeatureEncoder(cfg.conv_spec, cfg.extractor_mode, cfg.conv_bias, dtype,
-                                  name="feature_encoder")(waveform)
+    features = ConvFeatureEncoder(
+        cfg.conv_spec, cfg.extractor_mode, cfg.conv_bias, dtype, name="feature_encoder"
+    )(waveform)
     features = scale_gradient(features, cfg.feature_grad_mult)
     feature_penalty = jnp.mean(jnp.square(features.astype(jnp.float32)))
     if cfg.feature_projection_layer_norm:
@@ -61,8 +70,10 @@ class Wav2Vec2Backbone(nn.Module):
     x = dense(cfg.embed_dim, ("conv_out", "embed"), "feature_projection", dtype=dtype)(features)
     x = nn.Dropout(cfg.dropout_input)(x, deterministic=deterministic)
     mask_embedding = self.param(
-        "mask_embedding", nn.with_logical_partitioning(nn.initializers.uniform(1.0), ("embed",)),
-        (cfg.embed_dim,))
+        "mask_embedding",
+        nn.with_logical_partitioning(nn.initializers.uniform(1.0), ("embed",)),
+        (cfg.embed_dim,),
+    )
     if mask is not None:
       x = jnp.where(mask[..., None], mask_embedding.astype(x.dtype), x)
     frame_valid = frame_validity(padding_mask, waveform.shape[-1], cfg, waveform.shape[0])
@@ -86,15 +97,23 @@ class Wav2Vec2ForPretraining(nn.Module):
   def setup(self):
     cfg = self.config
     self.backbone = Wav2Vec2Backbone(cfg)
-    self.quantizer = GumbelQuantizer(cfg.latent_vars, cfg.latent_groups, cfg.codevector_dim,
-                                     cfg.quantizer_init_std)
+    self.quantizer = GumbelQuantizer(
+        cfg.latent_vars, cfg.latent_groups, cfg.codevector_dim, cfg.quantizer_init_std
+    )
     self.feature_dropout = nn.Dropout(cfg.dropout_features)
     self.project_q = dense(cfg.final_dim, ("codevector", "final"))
     self.final_proj = dense(cfg.final_dim, ("embed", "final"))
 
-  def __call__(self, waveform: Array, padding_mask: Optional[Array], mask: Array, *,
-               temperature, deterministic: bool = True,
-               gumbel_key: Optional[Array] = None) -> PretrainOutput:
+  def __call__(
+      self,
+      waveform: Array,
+      padding_mask: Optional[Array],
+      mask: Array,
+      *,
+      temperature,
+      deterministic: bool = True,
+      gumbel_key: Optional[Array] = None,
+  ) -> PretrainOutput:
     """mask: [batch, frames] bool span mask; gumbel_key None = deterministic argmax codes."""
     cfg = self.config
     out = self.backbone(waveform, padding_mask, mask, deterministic=deterministic)
@@ -103,9 +122,15 @@ class Wav2Vec2ForPretraining(nn.Module):
     q = self.quantizer(features, temperature=temperature, key=gumbel_key, weights=weights)
     targets = self.project_q(q.quantized)
     context = self.final_proj(out.last_hidden_state)
-    return PretrainOutput(context.astype(jnp.float32), targets.astype(jnp.float32), q.codes,
-                          q.prob_perplexity, q.code_perplexity, out.feature_penalty,
-                          out.frame_valid)
+    return PretrainOutput(
+        context.astype(jnp.float32),
+        targets.astype(jnp.float32),
+        q.codes,
+        q.prob_perplexity,
+        q.code_perplexity,
+        out.feature_penalty,
+        out.frame_valid,
+    )
 
   def extract_features(self, waveform, padding_mask=None, num_layers=None):
     return self.backbone(waveform, padding_mask, None, deterministic=True, num_layers=num_layers)

@@ -11,7 +11,7 @@ Array = jax.Array
 
 # The reference fills logits of negatives identical to the positive with -inf; on XLA it uses
 # this large finite value so that no NaN can appear in the softmax or its gradient.
-NEG_IS_POS_LOGIT = -float(2 ** 30)
+NEG_IS_POS_LOGIT = -float(2**30)
 
 
 def _unit(x: Array, eps: float = 1e-8) -> Array:
@@ -19,9 +19,14 @@ def _unit(x: Array, eps: float = 1e-8) -> Array:
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
-def contrastive_logits(context: Array, targets: Array, codes: Array, negatives: Array,
-                       temperature: float,
-                       cross_negatives: Optional[Array] = None) -> Array:
+def contrastive_logits(
+    context: Array,
+    targets: Array,
+    codes: Array,
+    negatives: Array,
+    temperature: float,
+    cross_negatives: Optional[Array] = None,
+) -> Array:
   """Cosine-similarity logits [batch, frames, 1 + K] with the positive at index 0.
 
   context, targets: [batch, frames, dim]; codes: [batch, frames, groups] (a negative whose
@@ -44,7 +49,8 @@ def contrastive_logits(context: Array, targets: Array, codes: Array, negatives: 
     negative = jnp.concatenate([negative, jnp.einsum("btd,btkd->btk", c, cross_q)], axis=-1)
     cross_codes = codes.reshape(b * t, g)[cross_negatives]
     neg_is_pos = jnp.concatenate(
-        [neg_is_pos, jnp.all(cross_codes == codes[:, :, None, :], axis=-1)], axis=-1)
+        [neg_is_pos, jnp.all(cross_codes == codes[:, :, None, :], axis=-1)], axis=-1
+    )
   logits = jnp.concatenate([positive, negative], axis=-1) / temperature
   return logits.at[..., 1:].set(jnp.where(neg_is_pos, NEG_IS_POS_LOGIT, logits[..., 1:]))
 
@@ -59,9 +65,16 @@ class Wav2Vec2LossTerms(NamedTuple):
   logits: Array
 
 
-def wav2vec2_loss(logits: Array, weights: Array, prob_perplexity: Array, num_codevectors: int,
-                  feature_penalty: Array, *, diversity_weight: float = 0.1,
-                  feature_penalty_weight: float = 10.0) -> Wav2Vec2LossTerms:
+def wav2vec2_loss(
+    logits: Array,
+    weights: Array,
+    prob_perplexity: Array,
+    num_codevectors: int,
+    feature_penalty: Array,
+    *,
+    diversity_weight: float = 0.1,
+    feature_penalty_weight: float = 10.0,
+) -> Wav2Vec2LossTerms:
   """The reference's pretraining loss.
 
   logits: [batch, frames, 1 + K]; weights: [batch, frames] masked and non-padded frames.
@@ -75,10 +88,13 @@ def wav2vec2_loss(logits: Array, weights: Array, prob_perplexity: Array, num_cod
   nll = jax.nn.logsumexp(logits, axis=-1) - logits[..., 0]
   contrastive = jnp.sum(nll * w)
   diversity = (num_codevectors - prob_perplexity) / num_codevectors
-  total = contrastive + n * (diversity_weight * diversity + feature_penalty_weight * feature_penalty)
+  total = contrastive + n * (
+      diversity_weight * diversity + feature_penalty_weight * feature_penalty
+  )
   # Accuracy as the reference counts it: argmax is the positive, and not all logits tied.
   best, worst = jnp.argmax(logits, -1), jnp.argmin(logits, -1)
   correct = (best == 0) & (best != worst)
   accuracy = jnp.sum(correct * w) / n
-  return Wav2Vec2LossTerms(total / n, contrastive, diversity, feature_penalty, w.sum(), accuracy,
-                           logits)
+  return Wav2Vec2LossTerms(
+      total / n, contrastive, diversity, feature_penalty, w.sum(), accuracy, logits
+  )

@@ -17,8 +17,9 @@ import numpy as np
 Array = jax.Array
 
 
-def frame_labels(labels: Array, num_frames: int, label_rate: float, frame_rate: float = 50.0
-                 ) -> Array:
+def frame_labels(
+    labels: Array, num_frames: int, label_rate: float, frame_rate: float = 50.0
+) -> Array:
   """Labels at `label_rate` Hz [batch, label_frames] -> one label per model frame [batch, frames].
 
   Frame t takes label index floor(t * label_rate / frame_rate) (100 Hz MFCC labels: every
@@ -30,8 +31,13 @@ def frame_labels(labels: Array, num_frames: int, label_rate: float, frame_rate: 
   return labels[:, index]
 
 
-def check_label_length(num_labels: int, num_frames: int, label_rate: float,
-                       frame_rate: float = 50.0, where: str = "labels") -> None:
+def check_label_length(
+    num_labels: int,
+    num_frames: int,
+    label_rate: float,
+    frame_rate: float = 50.0,
+    where: str = "labels",
+) -> None:
   """Raises ValueError when labels and audio durations differ by more than one model frame."""
   expected = num_frames * label_rate / frame_rate
   slack = label_rate / frame_rate
@@ -39,14 +45,17 @@ def check_label_length(num_labels: int, num_frames: int, label_rate: float,
     raise ValueError(
         f"{where}: {num_labels} labels at {label_rate:g} Hz but the audio gives {num_frames} "
         f"frames at {frame_rate:g} Hz (expected ~{expected:.0f} labels): audio and label "
-        "duration differ; check label_rate and that the labels belong to this audio")
+        "duration differ; check label_rate and that the labels belong to this audio"
+    )
 
 
 def cosine_logits(projection: Array, embeddings: Array, temperature: float) -> Array:
   """cos(projection [..., dim], embeddings [classes, dim]) / temperature -> [..., classes]."""
+
   def unit(x):
     x = x.astype(jnp.float32)
     return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
+
   return jnp.einsum("...d,cd->...c", unit(projection), unit(embeddings)) / temperature
 
 
@@ -60,10 +69,17 @@ class HubertLossTerms(NamedTuple):
   unmasked_accuracy: Array
 
 
-def hubert_loss(logits: Array, labels: Array, mask: Array, frame_valid: Array,
-                feature_penalty: Array, *, masked_weight: float = 1.0,
-                unmasked_weight: float = 0.0, feature_penalty_weight: float = 10.0
-                ) -> HubertLossTerms:
+def hubert_loss(
+    logits: Array,
+    labels: Array,
+    mask: Array,
+    frame_valid: Array,
+    feature_penalty: Array,
+    *,
+    masked_weight: float = 1.0,
+    unmasked_weight: float = 0.0,
+    feature_penalty_weight: float = 10.0,
+) -> HubertLossTerms:
   """logits: [sets, batch, frames, classes]; labels: [sets, batch, frames] int.
 
   Sample size is the number of masked (valid) frames, as in the reference when the masked
@@ -77,10 +93,18 @@ def hubert_loss(logits: Array, labels: Array, mask: Array, frame_valid: Array,
   masked_sum, unmasked_sum = jnp.sum(nll * masked), jnp.sum(nll * unmasked)
   n_masked = masked.sum()
   sample_size = jnp.maximum(n_masked if masked_weight > 0 else unmasked.sum(), 1.0)
-  total = (masked_weight * masked_sum + unmasked_weight * unmasked_sum +
-           feature_penalty_weight * feature_penalty * sample_size)
+  total = (
+      masked_weight * masked_sum
+      + unmasked_weight * unmasked_sum
+      + feature_penalty_weight * feature_penalty * sample_size
+  )
   sets = logits.shape[0]
   return HubertLossTerms(
-      total / sample_size, masked_sum, unmasked_sum, feature_penalty, n_masked,
+      total / sample_size,
+      masked_sum,
+      unmasked_sum,
+      feature_penalty,
+      n_masked,
       jnp.sum(correct * masked) / jnp.maximum(n_masked * sets, 1.0),
-      jnp.sum(correct * unmasked) / jnp.maximum(unmasked.sum() * sets, 1.0))
+      jnp.sum(correct * unmasked) / jnp.maximum(unmasked.sum() * sets, 1.0),
+  )

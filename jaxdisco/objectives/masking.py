@@ -20,8 +20,16 @@ def _rank_of(priorities: Array) -> Array:
   return jnp.argsort(order, axis=-1)
 
 
-def mask_spans(key: Array, frame_lengths: Array, num_frames: int, *, mask_prob: float,
-               mask_length: int, min_masks: int = 2, require_same_masks: bool = True) -> Array:
+def mask_spans(
+    key: Array,
+    frame_lengths: Array,
+    num_frames: int,
+    *,
+    mask_prob: float,
+    mask_length: int,
+    min_masks: int = 2,
+    require_same_masks: bool = True,
+) -> Array:
   """Draws span masks.
 
   Per utterance of valid length `sz` (frames): num_spans = max(min_masks,

@@ -27,8 +27,9 @@ def sample_negatives(key: Array, mask: Array, num_negatives: int) -> Array:
   draws = draws.astype(jnp.int32)
   draws = jnp.where(draws >= own_rank[..., None], draws + 1, draws)
   draws = jnp.minimum(draws, jnp.maximum(num_masked - 1, 0)[:, None, None])
-  return jnp.take_along_axis(masked_positions[:, :, None], draws.reshape(batch, -1, 1),
-                             axis=1).reshape(batch, frames, num_negatives)
+  return jnp.take_along_axis(
+      masked_positions[:, :, None], draws.reshape(batch, -1, 1), axis=1
+  ).reshape(batch, frames, num_negatives)
 
 
 def sample_cross_negatives(key: Array, mask: Array, num_negatives: int) -> Array:
@@ -42,8 +43,9 @@ def sample_cross_negatives(key: Array, mask: Array, num_negatives: int) -> Array
   total = flat.sum().astype(jnp.int32)
   masked_positions = jnp.argsort(~flat, stable=True).astype(jnp.int32)
   own_rank = (jnp.cumsum(flat.astype(jnp.int32)) - 1).reshape(batch, frames)
-  draws = jnp.floor(jax.random.uniform(key, (batch, frames, num_negatives)) *
-                    jnp.maximum(total - 1, 1)).astype(jnp.int32)
+  draws = jnp.floor(
+      jax.random.uniform(key, (batch, frames, num_negatives)) * jnp.maximum(total - 1, 1)
+  ).astype(jnp.int32)
   draws = jnp.where(draws >= own_rank[..., None], draws + 1, draws)
   draws = jnp.minimum(draws, jnp.maximum(total - 1, 0))
   return masked_positions[draws]

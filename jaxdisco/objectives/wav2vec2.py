@@ -22,8 +22,9 @@ def frame_lengths(batch: Mapping[str, Array], config: ModelConfig) -> Array:
   return conv_output_length(lengths, config.conv_spec)
 
 
-def draw_masks_and_negatives(key: Array, batch: Mapping[str, Array], model_config: ModelConfig,
-                             objective) -> dict[str, Array]:
+def draw_masks_and_negatives(
+    key: Array, batch: Mapping[str, Array], model_config: ModelConfig, objective
+) -> dict[str, Array]:
   """Span mask [batch, frames] and negative indices [batch, frames, K], fixed shapes.
 
   Can run inside the jitted step (default) or in the input pipeline (the reference's TPU
@@ -31,19 +32,33 @@ def draw_masks_and_negatives(key: Array, batch: Mapping[str, Array], model_confi
   """
   mask_key, neg_key, cross_key = jax.random.split(key, 3)
   num_frames = model_config.num_frames(batch["waveform"].shape[-1])
-  mask = mask_spans(mask_key, frame_lengths(batch, model_config), num_frames,
-                    mask_prob=objective.mask_prob, mask_length=objective.mask_length,
-                    min_masks=objective.min_masks,
-                    require_same_masks=objective.require_same_masks)
+  mask = mask_spans(
+      mask_key,
+      frame_lengths(batch, model_config),
+      num_frames,
+      mask_prob=objective.mask_prob,
+      mask_length=objective.mask_length,
+      min_masks=objective.min_masks,
+      require_same_masks=objective.require_same_masks,
+  )
   out = {"mask": mask, "negatives": sample_negatives(neg_key, mask, objective.num_negatives)}
   if objective.cross_sample_negatives:
-    out["cross_negatives"] = sample_cross_negatives(cross_key, mask,
-                                                    objective.cross_sample_negatives)
+    out["cross_negatives"] = sample_cross_negatives(
+        cross_key, mask, objective.cross_sample_negatives
+    )
   return out
 
 
-def pretraining_loss(params: Any, batch: Mapping[str, Array], key: Array, step: Array, *,
-                     model_config: ModelConfig, objective, train: bool):
+def pretraining_loss(
+    params: Any,
+    batch: Mapping[str, Array],
+    key: Array,
+    step: Array,
+    *,
+    model_config: ModelConfig,
+    objective,
+    train: bool,
+):
   """Returns (loss, metrics). `batch` holds waveform, padding_mask and optionally mask /
   negatives (else drawn from `key`). In eval (train=False) codes are argmax and no dropout."""
   model = Wav2Vec2ForPretraining(model_config)
@@ -52,16 +67,34 @@ def pretraining_loss(params: Any, batch: Mapping[str, Array], key: Array, step: 
     batch = {**batch, **draw_masks_and_negatives(draw_key, batch, model_config, objective)}
   start, end, decay = objective.gumbel_temperature
   temperature = gumbel_temperature(step, start, end, decay)
-  out = model.apply(params, batch["waveform"], batch["padding_mask"], batch["mask"],
-                    temperature=temperature, deterministic=not train,
-                    gumbel_key=gumbel_key if train else None, rngs={"dropout": dropout_key})
-  logits = contrastive_logits(out.context, out.targets, out.codes, batch["negatives"],
-                              objective.logit_temperature, batch.get("cross_negatives"))
+  out = model.apply(
+      params,
+      batch["waveform"],
+      batch["padding_mask"],
+      batch["mask"],
+      temperature=temperature,
+      deterministic=not train,
+      gumbel_key=gumbel_key if train else None,
+      rngs={"dropout": dropout_key},
+  )
+  logits = contrastive_logits(
+      out.context,
+      out.targets,
+      out.codes,
+      batch["negatives"],
+      objective.logit_temperature,
+      batch.get("cross_negatives"),
+  )
   weights = batch["mask"] & out.frame_valid
   terms = wav2vec2_loss(
-      logits, weights, out.prob_perplexity, model_config.latent_groups * model_config.latent_vars,
-      out.feature_penalty, diversity_weight=objective.diversity_weight,
-      feature_penalty_weight=objective.feature_penalty_weight)
+      logits,
+      weights,
+      out.prob_perplexity,
+      model_config.latent_groups * model_config.latent_vars,
+      out.feature_penalty,
+      diversity_weight=objective.diversity_weight,
+      feature_penalty_weight=objective.feature_penalty_weight,
+  )
   metrics = {
       "loss": terms.loss,
       "contrastive_loss": terms.contrastive_loss / jnp.maximum(terms.num_masked, 1.0),

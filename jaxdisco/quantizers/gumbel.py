@@ -77,18 +77,26 @@ class GumbelQuantizer(nn.Module):
   init_std: float = 1.0
 
   @nn.compact
-  def __call__(self, x: Array, *, temperature, key: Optional[Array] = None,
-               weights: Optional[Array] = None) -> QuantizerOutput:
+  def __call__(
+      self, x: Array, *, temperature, key: Optional[Array] = None, weights: Optional[Array] = None
+  ) -> QuantizerOutput:
     """x: [batch, frames, in]; weights: [batch, frames] frames counted in the perplexities."""
     g, v = self.num_groups, self.num_vars
-    proj = nn.Dense(g * v, name="logits", param_dtype=jnp.float32, dtype=jnp.float32,
-                    kernel_init=nn.with_logical_partitioning(nn.initializers.normal(self.init_std),
-                                                             ("conv_out", "vocab")),
-                    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)))
+    proj = nn.Dense(
+        g * v,
+        name="logits",
+        param_dtype=jnp.float32,
+        dtype=jnp.float32,
+        kernel_init=nn.with_logical_partitioning(
+            nn.initializers.normal(self.init_std), ("conv_out", "vocab")
+        ),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),
+    )
     codebook = self.param(
         "codevectors",
         nn.with_logical_partitioning(nn.initializers.uniform(1.0), ("vocab", None)),
-        (g * v, self.codevector_dim // g))
+        (g * v, self.codevector_dim // g),
+    )
     logits = proj(x.astype(jnp.float32)).reshape(*x.shape[:-1], g, v)
     one_hot, codes = gumbel_quantize(logits, key, temperature)
     prob_ppl = perplexity(jax.nn.softmax(logits, axis=-1), weights)
