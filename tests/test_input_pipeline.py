@@ -240,3 +240,38 @@ def test_global_batch_helpers():
   assert global_batch['waveform'].shape == local['waveform'].shape
   np.testing.assert_array_equal(np.asarray(global_batch['lengths']), local['lengths'])
   assert global_batch['lengths'].sharding.spec == jax.sharding.PartitionSpec(('data',))
+
+
+def test_label_crops_stay_aligned_with_audio_crops(tmp_path):
+  """Utterances whose samples encode their own label index: every label in a batch must sit
+  under the audio samples it was computed from, for manifest + .km and prepared sources."""
+  rate, spl = 16000, 320  # 50 Hz labels
+  lines, km = ['audio'], []
+  (tmp_path / 'audio').mkdir()
+  for u, frames in enumerate([40, 57, 23, 66]):
+    labels = (np.arange(frames) + 7 * u) % 100
+    samples = np.repeat(labels, spl).astype(np.float32) / 128.0  # sample value = label / 128
+    soundfile.write(tmp_path / 'audio' / f'u{u}.wav', samples, rate, subtype='FLOAT')
+    lines.append(f'u{u}.wav\t{len(samples)}')
+    km.append(' '.join(map(str, labels)))
+  (tmp_path / 'train.tsv').write_text('\n'.join(lines) + '\n')
+  (tmp_path / 'train.km').write_text('\n'.join(km) + '\n')
+  prepared = tmp_path / 'prepared'
+  prepare.prepare(
+      sources.open_source(tmp_path / 'train.tsv', labels=tmp_path / 'train.km'),
+      prepared,
+      num_shards=1,
+      num_workers=0,
+      options=prepare.PrepareOptions(label_rate=50),
+  )
+  for data, kwargs in ((tmp_path / 'train.tsv', {'labels': tmp_path / 'train.km'}), (prepared, {})):
+    ds = pipeline.make_pretrain_dataset(
+        data, batch_size=2, crop_samples=30 * spl, seed=1, label_rate=50, **kwargs
+    )
+    for batch in take(iter(ds), 6):
+      assert batch['labels'].shape == (2, 30)
+      for row in range(2):
+        n = int((batch['labels'][row] >= 0).sum())
+        assert n == batch['lengths'][row] // spl
+        heard = np.round(batch['waveform'][row, : n * spl : spl] * 128).astype(int)
+        np.testing.assert_array_equal(heard, batch['labels'][row, :n])

@@ -46,6 +46,7 @@ import numpy as np
 
 from jaxdisco.data import audio
 from jaxdisco.data import bucketing
+from jaxdisco.data import labels as labels_lib
 from jaxdisco.data import manifest as manifest_lib
 from jaxdisco.data import records
 from jaxdisco.data import sources as sources_lib
@@ -60,8 +61,9 @@ _NORMALIZE_EPS = 1e-5
 class _ManifestReader:
   """Decodes utterance `i` of a manifest from its audio file."""
 
-  def __init__(self, manifest, sample_rate: int, resample: bool):
+  def __init__(self, manifest, sample_rate: int, resample: bool, labels=None):
     self.manifest = manifest
+    self._labels = labels  # Optional per-utterance int32 arrays, manifest order.
     self.name = str(manifest.path)
     self.num_samples = manifest.num_samples
     self._sample_rate = sample_rate
@@ -76,6 +78,10 @@ class _ManifestReader:
         sample_rate=self._sample_rate,
         resample=self._resample,
     )
+
+  def read_item(self, index: int):
+    """(waveform, labels or None)."""
+    return self.read(index), None if self._labels is None else self._labels[index]
 
 
 class _PreparedReader:
@@ -97,15 +103,22 @@ class _PreparedReader:
   def read(self, index: int) -> np.ndarray:
     return records.int16_to_float(self.source.read(index).samples)
 
+  def read_item(self, index: int):
+    """(waveform, labels or None): one record read for both."""
+    utterance = self.source.read(index)
+    return records.int16_to_float(utterance.samples), utterance.labels
 
-def _as_reader(data: ManifestLike, sample_rate: int, resample: bool):
+
+def _as_reader(data: ManifestLike, sample_rate: int, resample: bool, labels=None):
   if isinstance(data, sources_lib.PreparedSource):
     return _PreparedReader(data, sample_rate)
   if not isinstance(data, manifest_lib.Manifest):
     if sources_lib.is_prepared_dir(data):
       return _PreparedReader(sources_lib.PreparedSource(data), sample_rate)
     data = manifest_lib.read_manifest(data)
-  return _ManifestReader(data, sample_rate, resample)
+  if labels is not None:
+    labels = labels_lib.read_label_file(labels, expected_lines=len(data))
+  return _ManifestReader(data, sample_rate, resample, labels)
 
 
 def _derive_seed(seed: int, *salt: int) -> int:
@@ -145,12 +158,18 @@ def _fit_to_length(waveform: np.ndarray, crop_samples: int, start: int) -> dict[
 
 
 class _ReadAndCrop:
-  """Reads utterance `index` and crops it; picklable for grain workers."""
+  """Reads utterance `index` and crops it; picklable for grain workers.
 
-  def __init__(self, reader, crop_samples: int, normalize: bool):
+  With `samples_per_label` (sample_rate / label_rate, e.g. 320 for 50 Hz HuBERT labels), crops
+  start on a label boundary and carry `labels` int32 `[crop_samples // samples_per_label]`, -1
+  past the end of the utterance's labels.
+  """
+
+  def __init__(self, reader, crop_samples: int, normalize: bool, samples_per_label: int = 0):
     self._reader = reader
     self._crop_samples = crop_samples
     self._normalize = normalize
+    self._samples_per_label = samples_per_label
 
   def _read(self, index: int) -> np.ndarray:
     waveform = self._reader.read(index)
@@ -159,10 +178,25 @@ class _ReadAndCrop:
     return normalize_waveform(waveform) if self._normalize else waveform
 
   def random_crop(self, index: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    waveform = self._read(index)
+    step = self._samples_per_label
+    if not step:
+      waveform = self._read(index)
+      excess = waveform.shape[0] - self._crop_samples
+      start = int(rng.integers(0, excess + 1)) if excess > 0 else 0
+      return _fit_to_length(waveform, self._crop_samples, start)
+    waveform, labels = self._reader.read_item(index)
+    if labels is None:
+      raise ValueError(f'{self._reader.name}: utterance {index} has no labels')
+    if self._normalize:
+      waveform = normalize_waveform(waveform)
     excess = waveform.shape[0] - self._crop_samples
-    start = int(rng.integers(0, excess + 1)) if excess > 0 else 0
-    return _fit_to_length(waveform, self._crop_samples, start)
+    start = step * int(rng.integers(0, excess // step + 1)) if excess > 0 else 0
+    example = _fit_to_length(waveform, self._crop_samples, start)
+    crop_labels = np.full(self._crop_samples // step, -1, np.int32)
+    chunk = np.asarray(labels[start // step :][: len(crop_labels)], np.int32)
+    crop_labels[: len(chunk)] = chunk
+    example['labels'] = crop_labels
+    return example
 
   def crop_from_start(self, index: int) -> dict[str, np.ndarray]:
     if index < 0:  # A dummy row that pads the last eval batch.
@@ -185,9 +219,11 @@ class _BucketedBatch:
       seed: int,
       process_index: int,
       process_count: int,
+      samples_per_label: int = 0,
   ):
     self._reader = reader
     self._plan = plan
+    self._samples_per_label = samples_per_label
     self._normalize = normalize
     self._seed = seed
     self._process_index = process_index
@@ -196,7 +232,7 @@ class _BucketedBatch:
   def __call__(self, step: int, _) -> dict[str, np.ndarray]:
     rows, crop = self._plan.batch(step, self._process_index, self._process_count)
     rng = np.random.default_rng([self._seed, step])
-    cropper = _ReadAndCrop(self._reader, crop, self._normalize)
+    cropper = _ReadAndCrop(self._reader, crop, self._normalize, self._samples_per_label)
     examples = [cropper.random_crop(int(i), rng) for i in rows]
     return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
@@ -237,6 +273,8 @@ def make_pretrain_dataset(
     mix_weights: Optional[Sequence[float]] = None,
     masking: Optional[span_masks.MaskingSpec] = None,
     num_workers: int = 0,
+    labels: Optional[manifest_lib.PathLike] = None,
+    label_rate: Optional[float] = None,
 ) -> grain.IterDataset:
   """Builds this process's stream of fixed-shape training batches.
 
@@ -271,6 +309,12 @@ def make_pretrain_dataset(
       uniform).
     masking: draw span masks / negatives in the pipeline (see
       `span_masks.MaskingSpec.from_configs`).
+    labels: a `.km` label file (one line per manifest entry) for a manifest
+      source; prepared directories carry their labels already.
+    label_rate: labels per second (HuBERT: 100 for MFCC targets, 50 for
+      model units); with it, crops start on label boundaries and batches
+      carry `labels` int32 `[batch, crop_samples * label_rate / sample_rate]`
+      (-1 past an utterance's end).
     num_workers: >0 reads in that many grain worker processes
       (`mp_prefetch`); worth it when decoding FLAC is the bottleneck. grain's
       workers need absl flags parsed (true under the `jaxdisco` CLI; in a
@@ -296,7 +340,15 @@ def make_pretrain_dataset(
     raise ValueError(f'{len(mix_weights)} mix_weights for {len(data)} sources')
   if len(data) > 1 and num_epochs is not None:
     raise ValueError('mixing several sources needs num_epochs=None (each repeats on its own)')
-  readers = [_as_reader(d, sample_rate, resample) for d in data]
+  samples_per_label = 0
+  if label_rate:
+    samples_per_label = int(round(sample_rate / label_rate))
+    if samples_per_label * label_rate != sample_rate or crop_samples % samples_per_label:
+      raise ValueError(
+          f'label_rate={label_rate} Hz must divide sample_rate={sample_rate} and '
+          f'crop_samples={crop_samples} into whole labels'
+      )
+  readers = [_as_reader(d, sample_rate, resample, labels) for d in data]
   bucket_set = None
   if buckets is not None:
     if isinstance(buckets, int):
@@ -323,6 +375,7 @@ def make_pretrain_dataset(
               num_epochs=num_epochs,
               process_index=process_index,
               process_count=process_count,
+              samples_per_label=samples_per_label,
           )
       )
     else:
@@ -340,6 +393,7 @@ def make_pretrain_dataset(
           _derive_seed(source_seed, 1, process_index),
           process_index,
           process_count,
+          samples_per_label,
       )
       ds = grain.MapDataset.range(len(plan)).repeat(num_epochs).map_with_index(batches)
       streams.append(ds)
@@ -365,6 +419,9 @@ class _Subset:
 
   def read(self, index: int) -> np.ndarray:
     return self._reader.read(int(self._indices[index]))
+
+  def read_item(self, index: int):
+    return self._reader.read_item(int(self._indices[index]))
 
 
 def _keep_long_enough(reader, min_samples: int) -> np.ndarray:
@@ -401,6 +458,7 @@ def _example_stream(
     num_epochs: Optional[int],
     process_index: int,
     process_count: int,
+    samples_per_label: int = 0,
 ) -> grain.MapDataset:
   """This process's shuffled, repeated, cropped examples of one source."""
   shard = keep[process_index::process_count].tolist()
@@ -409,7 +467,7 @@ def _example_stream(
         f'{reader.name}: process {process_index} of {process_count} got no '
         f'utterances ({len(keep)} utterances in total)'
     )
-  cropper = _ReadAndCrop(reader, crop_samples, normalize)
+  cropper = _ReadAndCrop(reader, crop_samples, normalize, samples_per_label)
   ds = grain.MapDataset.source(shard)
   if shuffle:
     # Shuffle before repeat: grain folds the epoch number into the shuffle
