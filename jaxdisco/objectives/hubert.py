@@ -108,3 +108,68 @@ def hubert_loss(
       jnp.sum(correct * masked) / jnp.maximum(n_masked * sets, 1.0),
       jnp.sum(correct * unmasked) / jnp.maximum(unmasked.sum() * sets, 1.0),
   )
+
+
+def pretraining_loss(
+    params, batch, key, step, *, model_config, objective, num_classes, train: bool
+):
+  """HuBERT task: (params, batch, key) -> (loss, metrics).
+
+  `batch` holds waveform, padding_mask and `labels` int32 [batch, label_frames] at
+  `objective.label_rate` Hz (-1 where there is no label), optionally `mask` (else drawn from
+  `key` with the reference's span masking).
+  """
+  from jaxdisco.models.hubert import HubertForPretraining
+  from jaxdisco.objectives.masking import mask_spans
+  from jaxdisco.objectives.wav2vec2 import frame_lengths
+
+  del step  # No schedule inside the HuBERT loss.
+  model = HubertForPretraining(model_config, tuple(num_classes), objective.untie_final_proj)
+  mask_key, dropout_key = jax.random.split(key)
+  num_frames = model_config.num_frames(batch["waveform"].shape[-1])
+  mask = batch.get("mask")
+  if mask is None:
+    mask = mask_spans(
+        mask_key,
+        frame_lengths(batch, model_config),
+        num_frames,
+        mask_prob=objective.mask_prob,
+        mask_length=objective.mask_length,
+        min_masks=objective.min_masks,
+        require_same_masks=objective.require_same_masks,
+    )
+  out = model.apply(
+      params,
+      batch["waveform"],
+      batch["padding_mask"],
+      mask,
+      deterministic=not train,
+      rngs={"dropout": dropout_key},
+  )
+  labels = frame_labels(batch["labels"], num_frames, objective.label_rate)
+  has_label = labels >= 0
+  logits = jnp.stack(
+      [
+          cosine_logits(p, e, objective.logit_temperature)
+          for p, e in zip(out.projections, out.label_embeddings)
+      ]
+  )
+  terms = hubert_loss(
+      logits,
+      jnp.maximum(labels, 0)[None],
+      mask,
+      out.frame_valid & has_label,
+      out.feature_penalty,
+      masked_weight=objective.masked_weight,
+      unmasked_weight=objective.unmasked_weight,
+      feature_penalty_weight=objective.feature_penalty_weight,
+  )
+  metrics = {
+      "loss": terms.loss,
+      "masked_loss": terms.masked_loss / jnp.maximum(terms.num_masked, 1.0),
+      "feature_penalty": terms.feature_penalty,
+      "accuracy": terms.masked_accuracy,
+      "unmasked_accuracy": terms.unmasked_accuracy,
+      "masked_frames": terms.num_masked,
+  }
+  return terms.loss, metrics
