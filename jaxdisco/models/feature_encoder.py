@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
@@ -37,7 +39,8 @@ class ConvBlock(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: Array) -> Array:
+  def __call__(self, x: Array, valid_lengths: Optional[Array] = None) -> Array:
+    """x: [batch, time, in]; valid_lengths: [batch] valid input steps (None: all valid)."""
     in_channels = x.shape[-1]
     # Kaiming-normal (fan-in, gain sqrt(2)), the reference's init for these convs.
     init = nn.initializers.variance_scaling(2.0, "fan_in", "normal", in_axis=(0, 1), out_axis=2)
@@ -55,7 +58,11 @@ class ConvBlock(nn.Module):
       )
       y = y + bias.astype(y.dtype)
     if self.norm == "group":
-      y = ChannelGroupNorm(name="norm")(y)
+      frame_valid = None
+      if valid_lengths is not None:
+        out_lengths = (valid_lengths - self.kernel_size) // self.stride + 1
+        frame_valid = jnp.arange(y.shape[1])[None] < out_lengths[:, None]
+      y = ChannelGroupNorm(name="norm")(y, frame_valid)
     elif self.norm == "layer":
       y = LayerNorm(axis_name="conv_out", name="norm")(y)
     return gelu(y)
@@ -63,12 +70,18 @@ class ConvBlock(nn.Module):
 
 class ChannelGroupNorm(nn.Module):
   """GroupNorm with one group per channel: each channel normalised over time, per example,
-  in fp32 (the reference's first-layer norm in "default" mode). x: [batch, frames, channels]."""
+  in fp32 (the reference's first-layer norm in "default" mode). x: [batch, frames, channels].
+
+  With `frame_valid` [batch, frames], statistics cover valid frames only, so a padded row gives
+  exactly the features of the same utterance unpadded. (The reference never pads these models:
+  it crops batches to equal length and featurizes one utterance at a time. Hugging Face
+  includes the padding in the statistics, so its batched outputs drift with the padding.)
+  """
 
   eps: float = 1e-5
 
   @nn.compact
-  def __call__(self, x: Array) -> Array:
+  def __call__(self, x: Array, frame_valid: Optional[Array] = None) -> Array:
     channels = x.shape[-1]
     scale = self.param(
         "scale", nn.with_logical_partitioning(nn.initializers.ones, ("conv_out",)), (channels,)
@@ -77,8 +90,14 @@ class ChannelGroupNorm(nn.Module):
         "bias", nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)), (channels,)
     )
     x32 = x.astype(jnp.float32)
-    mean = x32.mean(1, keepdims=True)
-    var = jnp.square(x32 - mean).mean(1, keepdims=True)
+    if frame_valid is None:
+      mean = x32.mean(1, keepdims=True)
+      var = jnp.square(x32 - mean).mean(1, keepdims=True)
+    else:
+      w = frame_valid[..., None].astype(jnp.float32)
+      count = jnp.maximum(w.sum(1, keepdims=True), 1.0)  # Fully padded rows: no NaN.
+      mean = (x32 * w).sum(1, keepdims=True) / count
+      var = (jnp.square(x32 - mean) * w).sum(1, keepdims=True) / count
     return ((x32 - mean) * jax.lax.rsqrt(var + self.eps) * scale + bias).astype(x.dtype)
 
 
@@ -91,12 +110,14 @@ class ConvFeatureEncoder(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, waveform: Array) -> Array:
+  def __call__(self, waveform: Array, valid_lengths: Optional[Array] = None) -> Array:
+    """valid_lengths: [batch] valid samples per row (padding at the end), or None."""
     x = waveform[..., None]
     for i, (channels, kernel, stride) in enumerate(self.conv_spec):
       if self.mode == "layer_norm":
         norm = "layer"
       else:
         norm = "group" if i == 0 else "none"
-      x = ConvBlock(channels, kernel, stride, norm, self.use_bias, self.dtype, name=f"conv_{i}")(x)
+      block = ConvBlock(channels, kernel, stride, norm, self.use_bias, self.dtype, name=f"conv_{i}")
+      x = block(x, valid_lengths if i == 0 else None)
     return x

@@ -60,9 +60,10 @@ class Wav2Vec2Backbone(nn.Module):
     mask: [batch, frames] bool, frames replaced by the learned mask embedding."""
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
+    valid_lengths = None if padding_mask is None else jnp.sum(~padding_mask, axis=-1)
     features = ConvFeatureEncoder(
         cfg.conv_spec, cfg.extractor_mode, cfg.conv_bias, dtype, name="feature_encoder"
-    )(waveform)
+    )(waveform, valid_lengths)
     features = scale_gradient(features, cfg.feature_grad_mult)
     feature_penalty = jnp.mean(jnp.square(features.astype(jnp.float32)))
     if cfg.feature_projection_layer_norm:

@@ -1,0 +1,119 @@
+"""Dumping one layer's features of a trained model for k-means (HuBERT iteration 2+).
+
+Output: `out_dir/features-XXXXX-of-NNNNN.npz` shards, each with the valid frames of its
+utterances concatenated (`features` float32 [frames, dim]), per-utterance `lengths` and `ids`,
+plus `meta.json` (layer, convention, dim, source). A shard is written to a temporary name and
+renamed, so a killed dump resumes by skipping the shards already there; each process of a
+multi-host job writes the shards `process_index::process_count`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional, Union
+
+import numpy as np
+from etils import epath
+
+from jaxdisco.data import audio
+from jaxdisco.data import manifest as manifest_lib
+
+PathLike = Union[str, os.PathLike, epath.Path]
+_BUCKET_SAMPLES = 8000  # Inputs are padded up to multiples of 0.5 s: a handful of programs.
+
+
+def _shard_name(k: int, n: int) -> str:
+  return f"features-{k:05d}-of-{n:05d}.npz"
+
+
+def dump_layer_features(
+    pretrained,
+    manifest: Union[PathLike, manifest_lib.Manifest],
+    layer: int,
+    out_dir: PathLike,
+    *,
+    utterances_per_shard: int = 256,
+    batch_size: int = 8,
+    normalize: bool = False,
+    process_index: int = 0,
+    process_count: int = 1,
+    progress=print,
+) -> epath.Path:
+  """Writes hidden_states[layer] (the `Pretrained.extract_features` convention) of every
+  utterance of `manifest`. Returns `out_dir`."""
+  if not isinstance(manifest, manifest_lib.Manifest):
+    manifest = manifest_lib.read_manifest(manifest)
+  out = epath.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  num_shards = max(1, -(-len(manifest) // utterances_per_shard))
+  meta = {
+      "layer": int(layer),
+      "convention": "hidden_states[layer]: output of Transformer layer `layer` (1-based); 0 is "
+      "the Transformer input",
+      "dim": int(pretrained.config.embed_dim),
+      "manifest": str(manifest.path),
+      "num_shards": num_shards,
+  }
+  (out / "meta.json").write_text(json.dumps(meta, indent=2))
+  for k in range(process_index, num_shards, process_count):
+    target = out / _shard_name(k, num_shards)
+    if target.exists():
+      continue
+    indices = range(k * utterances_per_shard, min((k + 1) * utterances_per_shard, len(manifest)))
+    features = _featurize(pretrained, manifest, list(indices), layer, batch_size, normalize)
+    tmp = out / (target.name + ".tmp")
+    with tmp.open("wb") as f:
+      np.savez(
+          f,
+          features=np.concatenate(features) if features else np.zeros((0, meta["dim"])),
+          lengths=np.asarray([len(x) for x in features], np.int64),
+          ids=np.asarray([manifest.utterance_id(i) for i in indices]),
+      )
+    tmp.rename(target)
+    if progress:
+      progress(f"dumped shard {k + 1}/{num_shards} ({len(indices)} utterances) -> {target}")
+  return out
+
+
+def _featurize(pretrained, manifest, indices, layer, batch_size, normalize) -> list[np.ndarray]:
+  from jaxdisco.data.pipeline import normalize_waveform
+
+  # Sort by length so each padded batch wastes little; restore order at the end.
+  order = sorted(indices, key=lambda i: int(manifest.num_samples[i]))
+  result = {}
+  for start in range(0, len(order), batch_size):
+    chunk = order[start : start + batch_size]
+    waves = [audio.read_audio(manifest.audio_path(i)) for i in chunk]
+    if normalize:
+      waves = [normalize_waveform(w) for w in waves]
+    longest = max(len(w) for w in waves)
+    width = -(-longest // _BUCKET_SAMPLES) * _BUCKET_SAMPLES
+    batch = np.zeros((batch_size, width), np.float32)
+    padding = np.ones((batch_size, width), bool)
+    for row, w in enumerate(waves):
+      batch[row, : len(w)] = w
+      padding[row, : len(w)] = False
+    out = pretrained.extract_features(batch, padding, output_layers=[layer])
+    hidden = np.asarray(out["hidden_states"][0])
+    valid = np.asarray(out["frame_valid"])
+    for row, i in enumerate(chunk):
+      result[i] = hidden[row][valid[row]].astype(np.float32)
+  return [result[i] for i in indices]
+
+
+def load_layer_features(out_dir: PathLike) -> tuple[list[np.ndarray], list[str]]:
+  """All shards of a dump, in manifest order: (per-utterance [frames, dim] arrays, ids)."""
+  out = epath.Path(out_dir)
+  meta = json.loads((out / "meta.json").read_text())
+  features, ids = [], []
+  for k in range(meta["num_shards"]):
+    path = out / _shard_name(k, meta["num_shards"])
+    if not path.exists():
+      raise FileNotFoundError(f"{path}: shard missing (the dump did not finish; run it again)")
+    with path.open("rb") as f:
+      data = np.load(f)
+      bounds = np.cumsum(data["lengths"])[:-1]
+      features.extend(np.split(data["features"], bounds))
+      ids.extend(str(i) for i in data["ids"])
+  return features, ids

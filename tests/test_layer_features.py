@@ -1,0 +1,48 @@
+"""Layer feature dumps: match extract_features per utterance, resume without redoing shards."""
+
+import os
+
+import numpy as np
+import jax
+from flax import linen as nn
+
+from jaxdisco.assets import demo_corpus_dir
+from jaxdisco.clustering.features import dump_layer_features, load_layer_features
+from jaxdisco.data.audio import read_audio
+from jaxdisco.data.manifest import read_manifest
+from jaxdisco.models.config import ModelConfig
+from jaxdisco.models.wav2vec2 import Wav2Vec2Backbone
+from jaxdisco.pretrained import Pretrained
+
+
+def _tiny_model():
+  cfg = ModelConfig(
+      conv_layers="[(16, 10, 5)] + [(16, 3, 2)] * 4 + [(16, 2, 2)] * 2",
+      embed_dim=16,
+      num_layers=2,
+      num_heads=2,
+      ffn_dim=32,
+      pos_conv_kernel=8,
+      pos_conv_groups=4,
+  )
+  variables = Wav2Vec2Backbone(cfg).init(jax.random.key(0), np.zeros((1, 4000), np.float32))
+  return Pretrained(cfg, {"params": {"backbone": nn.meta.unbox(variables)["params"]}})
+
+
+def test_dump_matches_per_utterance_features_and_resumes(tmp_path):
+  model = _tiny_model()
+  manifest = read_manifest(demo_corpus_dir() / "valid.tsv")
+  out = dump_layer_features(
+      model, manifest, 1, tmp_path / "dump", utterances_per_shard=6, batch_size=4, progress=None
+  )
+  features, ids = load_layer_features(out)
+  assert ids == [manifest.utterance_id(i) for i in range(len(manifest))]
+  for i in (0, 7, 15):
+    single = model.extract_features(read_audio(manifest.audio_path(i)), output_layers=[1])
+    np.testing.assert_allclose(features[i], np.asarray(single["hidden_states"][0][0]), atol=1e-4)
+  shards = sorted(out.glob("features-*.npz"))
+  assert len(shards) == 3
+  stamp = os.stat(shards[0]).st_mtime_ns
+  shards[2].unlink()  # as if killed before the last shard
+  dump_layer_features(model, manifest, 1, out, utterances_per_shard=6, batch_size=4, progress=None)
+  assert os.stat(shards[0]).st_mtime_ns == stamp and shards[2].exists()
