@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+import contextvars
+from typing import Iterator, Optional
 
 import jax
 import jax.numpy as jnp
@@ -66,6 +68,36 @@ class EncoderLayer(nn.Module):
     return ffn_norm(x + feed_forward(x))
 
 
+# Rematerialisation of each EncoderLayer in the backward pass. A training-time choice, not part
+# of ModelConfig (it changes no parameter, so checkpoints stay compatible across it): the trainer
+# sets it around tracing with `remat_policy(...)`. Parameter names are unchanged by remat.
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+}
+_REMAT = contextvars.ContextVar("jaxdisco_remat", default="none")
+
+
+@contextlib.contextmanager
+def remat_policy(name: str) -> Iterator[None]:
+  if name not in REMAT_POLICIES:
+    raise ValueError(f"train.remat: expected one of {sorted(REMAT_POLICIES)}, got {name!r}")
+  token = _REMAT.set(name)
+  try:
+    yield
+  finally:
+    _REMAT.reset(token)
+
+
+def _layer_class():
+  name = _REMAT.get()
+  if name == "none":
+    return EncoderLayer
+  # `deterministic` (argument 3, counting self) is a Python bool: static under remat.
+  return nn.remat(EncoderLayer, policy=REMAT_POLICIES[name], static_argnums=(3,))
+
+
 class TransformerEncoder(nn.Module):
   """Positional conv + L layers.
 
@@ -85,20 +117,27 @@ class TransformerEncoder(nn.Module):
                num_layers: Optional[int] = None) -> tuple[Array, list[Array]]:
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
-    x = jnp.where(frame_valid[..., None], x, 0)  # Padded frames must not leak through the conv.
-    x = x + ConvPositionalEmbedding(cfg.pos_conv_kernel, cfg.pos_conv_groups, dtype,
-                                    name="pos_conv")(x).astype(x.dtype)
+    # Activations: batch split over the batch mesh axes (a no-op without a mesh).
+    constrain = lambda y: nn.with_logical_constraint(y, ("batch", "frames", "activation_embed"))
+    x = constrain(jnp.where(frame_valid[..., None], x, 0))  # Padding must not leak into the conv.
+    # The grouped positional conv sees the batch split over every mesh axis ("conv_batch"):
+    # with rows replicated over tensor ranks, XLA's SPMD partitioner sums the grouped conv's
+    # weight gradient over those ranks too (gradients x tensor size; jax 0.10, CPU).
+    conv_in = nn.with_logical_constraint(x, ("conv_batch", "frames", "activation_embed"))
+    x = x + constrain(ConvPositionalEmbedding(cfg.pos_conv_kernel, cfg.pos_conv_groups, dtype,
+                                              name="pos_conv")(conv_in).astype(x.dtype))
     final_norm = LayerNorm(cfg.layer_norm_eps, name="norm")
     if not cfg.layer_norm_first:
       x = final_norm(x)
     x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
     hidden_states = []
+    layer_class = _layer_class()
     run_layers = cfg.num_layers if num_layers is None else num_layers
     for i in range(cfg.num_layers):
       if i >= run_layers:
         break
       hidden_states.append(x)
-      layer_out = EncoderLayer(cfg, name=f"layer_{i}")(x, frame_valid, deterministic)
+      layer_out = constrain(layer_class(cfg, name=f"layer_{i}")(x, frame_valid, deterministic))
       if not deterministic and cfg.layerdrop > 0.0:
         # LayerDrop: the whole layer is skipped for the batch with probability `layerdrop`.
         keep = jax.random.uniform(self.make_rng("dropout")) >= cfg.layerdrop

@@ -107,8 +107,16 @@ def load_pretrained_params(path) -> tuple[ModelConfig, dict, int]:
   """
   step_dir, meta = _find_checkpoint(epath.Path(path))
   config = ModelConfig.from_dict(meta["config"]["model"])
+  # Restore every array whole onto the default device, whatever mesh wrote it (a checkpoint
+  # from 256 TPU chips loads on one CPU).
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   with ocp.PyTreeCheckpointer() as checkpointer:
-    restored = checkpointer.restore(step_dir / "state")
-  params = restored["params"]
-  params = jax.tree.map(lambda x: jax.device_put(x), params)
-  return config, params, int(meta["step"])
+    tree = checkpointer.metadata(step_dir / "state")
+    tree = getattr(tree, "item_metadata", tree)
+    tree = getattr(tree, "tree", tree)
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                          tree["params"])
+    restored = checkpointer.restore(step_dir / "state", args=ocp.args.PyTreeRestore(
+        item={"params": target}, partial_restore=True,
+        restore_args={"params": ocp.checkpoint_utils.construct_restore_args(target)}))
+  return config, restored["params"], int(meta["step"])

@@ -14,18 +14,18 @@ def _require(condition: bool, message: str) -> None:
     raise ConfigError(message)
 
 
-def check_pretrain_config(config) -> ModelConfig:
-  """Checks the fields the wav2vec 2.0 trainer reads; returns the typed model config."""
+def check_pretrain_config(config, num_devices: int | None = None) -> ModelConfig:
+  """Checks the fields the wav2vec 2.0 trainer reads; returns the typed model config.
+
+  `num_devices` overrides the device count the mesh is checked against (AOT lowering for a
+  pod from a machine without one)."""
   try:
     model = ModelConfig.from_dict(config.model.to_dict())
   except (TypeError, ValueError) as e:
     raise ConfigError(str(e)) from None
   data, obj, optim, train = config.data, config.objective, config.optim, config.train
   _require(data.batch_size > 0, f"data.batch_size: expected a positive integer, got {data.batch_size}")
-  import jax  # Local: config checks stay importable without touching devices.
-  _require(data.batch_size % jax.device_count() == 0,
-           f"data.batch_size ({data.batch_size}) must be a multiple of the number of devices "
-           f"({jax.device_count()}): the batch is split evenly over them")
+  _check_parallel(config, num_devices)
   _require(data.crop_samples >= model.frame_stride * 2,
            f"data.crop_samples ({data.crop_samples}) must cover at least two frames "
            f"({model.frame_stride * 2} samples)")
@@ -52,4 +52,39 @@ def check_pretrain_config(config) -> ModelConfig:
   _require(train.num_steps > 0, f"train.num_steps: expected > 0, got {train.num_steps}")
   for name in ("log_every", "checkpoint_every", "eval_every"):
     _require(train[name] > 0, f"train.{name}: expected > 0, got {train[name]}")
+  _require(train.checkpoint_every_seconds >= 0,
+           f"train.checkpoint_every_seconds: expected >= 0, got {train.checkpoint_every_seconds}")
+  from jaxdisco.models.transformer import REMAT_POLICIES
+  _require(train.remat in REMAT_POLICIES,
+           f"train.remat: expected one of {sorted(REMAT_POLICIES)}, got {train.remat!r}")
   return model
+
+
+def _check_parallel(config, num_devices: int | None) -> None:
+  """Mesh sizes fit the devices; the batch (and each micro-batch) splits evenly over the batch
+  axes; the input shards split evenly over the processes."""
+  import jax  # Local: config checks stay importable without touching devices.
+  from jaxdisco.parallel import mesh as mesh_lib
+  data, train = config.data, config.train
+  if num_devices is None:
+    num_devices = jax.device_count()
+    slices = len({getattr(d, "slice_index", 0) for d in jax.devices()})
+  else:
+    slices = 1
+  try:
+    ici, dcn = mesh_lib.mesh_shapes(config.parallel, num_devices, slices)
+  except mesh_lib.MeshError as e:
+    raise ConfigError(str(e)) from None
+  batch_ways = ici[0] * ici[1] * dcn[0] * dcn[1]
+  accum = train.grad_accum_steps
+  _require(accum >= 1, f"train.grad_accum_steps: expected >= 1, got {accum}")
+  _require(data.batch_size % (batch_ways * accum) == 0,
+           f"data.batch_size ({data.batch_size}) must be a multiple of train.grad_accum_steps "
+           f"({accum}) x the devices the batch is split over (data x fsdp = {batch_ways} of "
+           f"{num_devices} devices): each micro-batch is split evenly over them")
+  shards = data.input_shards or jax.process_count()
+  _require(data.input_shards >= 0 and shards % jax.process_count() == 0,
+           f"data.input_shards ({data.input_shards}) must be 0 or a multiple of the number of "
+           f"processes ({jax.process_count()})")
+  _require(data.batch_size % shards == 0,
+           f"data.batch_size ({data.batch_size}) must be a multiple of the input shards ({shards})")

@@ -8,6 +8,7 @@ import dataclasses
 import ml_collections
 
 from jaxdisco.models.config import ModelConfig
+from jaxdisco.parallel.rules import DEFAULT_RULES
 
 
 def wav2vec2_defaults() -> ml_collections.ConfigDict:
@@ -59,4 +60,28 @@ def wav2vec2_defaults() -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 5_000
   c.train.keep_checkpoints = 3
   c.train.max_consecutive_nonfinite = 20  # Stop after this many skipped updates in a row.
+  # Also save when this many seconds passed since the last save (0: off). Checked at log steps,
+  # where every process already waits for the metrics, so all of them decide alike.
+  c.train.checkpoint_every_seconds = 0.0
+  c.train.grad_accum_steps = 1  # Micro-batches per update (data.batch_size is the whole update).
+  # Rematerialisation of each Transformer layer in the backward pass: "none", "full" (save
+  # nothing, recompute everything) or "dots_saveable" (keep matmul outputs).
+  c.train.remat = "none"
+
+  # Device mesh (see jaxdisco/parallel/mesh.py): sizes of the (data, fsdp, tensor) axes within a
+  # slice, one of them -1 = fill; dcn_* split the same axes across slices of a multi-slice job.
+  c.parallel = ml_collections.ConfigDict()
+  c.parallel.data = -1
+  c.parallel.fsdp = 1
+  c.parallel.tensor = 1
+  c.parallel.dcn_data = -1
+  c.parallel.dcn_fsdp = 1
+  c.parallel.dcn_tensor = 1
+  # Logical axis name -> mesh axis (or axes, or None): the one table models are mapped by.
+  c.parallel.rules = DEFAULT_RULES
+  # With fsdp > 1, stop at start-up if more than this share of parameter bytes is replicated.
+  c.parallel.max_replicated_fraction = 0.1
+  # Data shards the input stream is cut into (0: one per process). A multiple of the process
+  # count; fixing it keeps the data order the same for any number of hosts.
+  c.data.input_shards = 0
   return c

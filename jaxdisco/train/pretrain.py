@@ -15,7 +15,7 @@ import numpy as np
 from etils import epath
 from flax import linen as nn
 
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.experimental import multihost_utils
 
 from jaxdisco.data import manifest as manifest_lib
 from jaxdisco.data import multihost
@@ -24,12 +24,17 @@ from jaxdisco.data import sources as sources_lib
 from jaxdisco.data import span_masks
 from jaxdisco.models.wav2vec2 import Wav2Vec2ForPretraining
 from jaxdisco.objectives.wav2vec2 import pretraining_loss
+from jaxdisco.parallel import distributed
+from jaxdisco.parallel import input_shards
+from jaxdisco.parallel import layout as layout_lib
+from jaxdisco.parallel import mesh as mesh_lib
+from jaxdisco.parallel import rules as rules_lib
 from jaxdisco.train import checkpoint as ckpt
 from jaxdisco.train.config_checks import check_pretrain_config
 from jaxdisco.train.metrics import MetricsWriter, Progress
 from jaxdisco.train.optimizer import learning_rate_schedule, make_optimizer
 from jaxdisco.train.plot import plot_curves
-from jaxdisco.train.state import TrainState
+from jaxdisco.train.state import sharded_state_factory
 from jaxdisco.train.step import make_eval_step, make_train_step
 
 log = logging.getLogger("jaxdisco")
@@ -42,11 +47,14 @@ class TrainingStopped(RuntimeError):
 class _StopOnSignal:
   """Turns SIGTERM (preemption) into a flag the loop checks once per step."""
 
-  def __init__(self):
+  def __init__(self, install: bool = True):
     self.requested = False
     self._previous = None
+    self._install = install  # Multi-process runs leave SIGTERM to JAX's preemption notifier.
 
   def __enter__(self):
+    if not self._install:
+      return self
     try:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # Not the main thread (e.g. some notebook runners): no handler.
@@ -80,14 +88,21 @@ def _open_train_data(data):
 
 
 def init_params(model_config, batch_shape: tuple[int, int], seed: int):
+  """Unsharded params {'params': ...} on the default device (for notebooks and tools)."""
+  return nn.meta.unbox(jax.jit(boxed_init_fn(model_config, batch_shape, seed))())
+
+
+def boxed_init_fn(model_config, batch_shape: tuple[int, int], seed: int):
+  """() -> {'params': ...} with logically partitioned leaves (shapes only depend on the crop)."""
   model = Wav2Vec2ForPretraining(model_config)
   frames = model_config.num_frames(batch_shape[1])
-  wav = jnp.zeros(batch_shape, jnp.float32)
-  mask = jnp.zeros((batch_shape[0], frames), bool)
-  init = functools.partial(model.init, temperature=2.0)
-  variables = jax.jit(init)({"params": jax.random.key(seed), "dropout": jax.random.key(seed + 1)},
-                            wav, None, mask)
-  return nn.meta.unbox(variables)
+
+  def init():
+    wav = jnp.zeros(batch_shape, jnp.float32)
+    mask = jnp.zeros((batch_shape[0], frames), bool)
+    return model.init({"params": jax.random.key(seed), "dropout": jax.random.key(seed + 1)},
+                      wav, None, mask, temperature=2.0)
+  return init
 
 
 def _mean_metrics(history: list[dict]) -> dict[str, float]:
@@ -112,66 +127,115 @@ def _evaluate(eval_step, params, data, to_device) -> dict[str, float]:
   return {k: v / max(weight, 1.0) for k, v in totals.items()}
 
 
+def _make_train_iterator(data, masking):
+  """This process's batches: `data.input_shards` shards (default one per process)."""
+  shards = data.input_shards or jax.process_count()
+  def make_dataset(shard, count):
+    return pipeline.make_pretrain_dataset(
+        data_source, batch_size=data.batch_size // count, crop_samples=data.crop_samples,
+        min_samples=data.min_samples, seed=data.seed, normalize=data.normalize,
+        sample_rate=data.sample_rate, process_index=shard, process_count=count,
+        buckets=data.buckets or None, masking=masking)
+  data_source, num_utterances, hours = _open_train_data(data)
+  multihost.global_batch_to_local(data.batch_size, shards)  # Checks divisibility.
+  iterator = input_shards.make_sharded_iterator(make_dataset, data.input_shards,
+                                                jax.process_index(), jax.process_count())
+  return iterator, num_utterances, hours
+
+
+def _log(*args):
+  if distributed.is_main_process():
+    print(*args, flush=True)
+
+
+def _agree(flag: bool) -> bool:
+  """Process 0's decision, on every process (time-based choices differ between hosts)."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
+
+
+def _preempted(step: int, signal_flag: bool) -> bool:
+  """Single process: our SIGTERM flag. Several: JAX's preemption sync point, which turns one
+  host's SIGTERM into the same save step on every host."""
+  if jax.process_count() == 1:
+    return signal_flag
+  return multihost_utils.reached_preemption_sync_point(step)
+
+
 def train_and_evaluate(config, workdir, *, stop_after: int | None = None) -> dict[str, Any]:
   """Trains wav2vec 2.0 from `config` in `workdir`, resuming from its latest checkpoint.
 
   `stop_after` behaves like a preemption (SIGTERM) arriving after that step: save and return.
   Returns a summary: final step, last logged metrics, paths of checkpoints/metrics/plot.
   """
+  distributed.initialize_from_env()
   model_config = check_pretrain_config(config)
   workdir = epath.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
   config_dict = json.loads(config.to_json())
-  config_file = workdir / "config.json"
-  if config_file.exists():
-    ckpt.check_compatible(json.loads(config_file.read_text()), config_dict, str(config_file))
-  config_file.write_text(json.dumps(config_dict, indent=2))
+  if distributed.is_main_process():
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_file = workdir / "config.json"
+    if config_file.exists():
+      ckpt.check_compatible(json.loads(config_file.read_text()), config_dict, str(config_file))
+    config_file.write_text(json.dumps(config_dict, indent=2))
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("jaxdisco_config_checked")
 
   data, train, objective = config.data, config.train, config.objective
-  train_source, num_utterances, hours = _open_train_data(data)
   masking = (span_masks.MaskingSpec.from_configs(model_config, objective)
              if data.masks_in_pipeline else None)
-  dataset = pipeline.make_pretrain_dataset(
-      train_source, batch_size=multihost.global_batch_to_local(data.batch_size),
-      crop_samples=data.crop_samples, min_samples=data.min_samples, seed=data.seed,
-      normalize=data.normalize, sample_rate=data.sample_rate, process_index=jax.process_index(),
-      process_count=jax.process_count(), buckets=data.buckets or None, masking=masking)
-  iterator = iter(dataset)
-  mesh = Mesh(np.asarray(jax.devices()), ("data",))
-  to_device = functools.partial(multihost.make_global_batch, mesh_or_sharding=mesh)
+  iterator, num_utterances, hours = _make_train_iterator(data, masking)
+
+  mesh = mesh_lib.make_mesh(config.parallel)
+  rules = rules_lib.rules_from_config(config.parallel)
+  batch_sharding = rules_lib.batch_sharding(mesh, rules)
+  to_device = functools.partial(multihost.make_global_batch, mesh_or_sharding=batch_sharding)
 
   total_steps = train.num_steps
   optimizer = make_optimizer(config.optim, total_steps)
   schedule = learning_rate_schedule(config.optim, total_steps)
-  params = init_params(model_config, (data.batch_size, data.crop_samples), train.seed)
-  state = TrainState.create(params, optimizer, jax.random.key(train.seed + 2))
-  # Data parallel over every device; issue-4 style fsdp/tensor sharding builds on this mesh.
-  state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
-  num_params = sum(x.size for x in jax.tree.leaves(params))
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    create_state, abstract_state, state_sharding = sharded_state_factory(
+        boxed_init_fn(model_config, (data.batch_size, data.crop_samples), train.seed), optimizer,
+        lambda: jax.random.key(train.seed + 2), mesh, rules)
+  layout = layout_lib.state_layout(abstract_state, state_sharding)
+  _log(layout.report())
+  layout_lib.check_replication(layout, config.parallel.max_replicated_fraction)
+  num_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
 
   manager = ckpt.make_manager(workdir, save_every=train.checkpoint_every,
                               keep=train.keep_checkpoints)
-  restored = ckpt.restore_latest(manager, jax.eval_shape(lambda: state), iterator, config_dict)
+  restored = ckpt.restore_latest(manager, abstract_state, iterator, config_dict)
   start = 0
   if restored is not None:
     state, start = restored
-    print(f"Resumed from {ckpt.checkpoint_dir(workdir) / str(start)} (step {start})", flush=True)
+    _log(f"Resumed from {ckpt.checkpoint_dir(workdir) / str(start)} (step {start})")
+  else:
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      state = create_state()
 
   loss_fn = functools.partial(pretraining_loss, model_config=model_config, objective=objective)
   loss_fn = lambda p, b, k, s, t, _f=loss_fn: _f(p, b, k, s, train=t)
-  train_step = jax.jit(make_train_step(loss_fn, optimizer, schedule), donate_argnums=0)
-  eval_step = jax.jit(make_eval_step(loss_fn))
+  train_step = jax.jit(
+      make_train_step(loss_fn, optimizer, schedule, grad_accum_steps=train.grad_accum_steps,
+                      batch_sharding=batch_sharding, remat=train.remat),
+      in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, None),
+      donate_argnums=0)
+  eval_step = jax.jit(make_eval_step(loss_fn), in_shardings=(state_sharding.params, batch_sharding))
 
-  writer = MetricsWriter(workdir, enabled=jax.process_index() == 0)
+  writer = MetricsWriter(workdir, enabled=distributed.is_main_process())
   progress = Progress(total_steps, start)
-  print(f"wav2vec 2.0 pretraining: {num_params / 1e6:.2f}M params, "
-        f"{num_utterances} train utterances ({hours:.2f} h), "
-        f"batch {data.batch_size} x {data.crop_samples} samples, steps {start}->{total_steps}, "
-        f"workdir {workdir}", flush=True)
+  _log(f"wav2vec 2.0 pretraining: {num_params / 1e6:.2f}M params, "
+       f"{num_utterances} train utterances ({hours:.2f} h), "
+       f"batch {data.batch_size} x {data.crop_samples} samples, steps {start}->{total_steps}, "
+       f"mesh {dict(mesh.shape)} over {jax.process_count()} process(es), workdir {workdir}")
   history, last = [], {}
   t_start = time.perf_counter()
+  last_save_time = time.monotonic()
   step = start
-  with _StopOnSignal() as stop:
+  with _StopOnSignal(install=jax.process_count() == 1) as stop, jax.set_mesh(mesh), \
+      nn.logical_axis_rules(rules):
     try:
       while step < total_steps:
         batch = next(iterator)
@@ -179,13 +243,16 @@ def train_and_evaluate(config, workdir, *, stop_after: int | None = None) -> dic
                                                       if k in _MODEL_INPUTS}))
         history.append(metrics)
         step += 1
+        time_due = False
         if step % train.log_every == 0 or step == total_steps:
           last = _mean_metrics(history)
           history = []
           line, rate = progress.line(step, last)
           last["steps_per_sec"] = rate
           writer.write(step, last)
-          print(line, flush=True)
+          _log(line)
+          if train.checkpoint_every_seconds > 0:
+            time_due = _agree(time.monotonic() - last_save_time >= train.checkpoint_every_seconds)
           if int(state.nonfinite_in_a_row) >= train.max_consecutive_nonfinite:
             manager.wait_until_finished()
             raise TrainingStopped(
@@ -196,16 +263,19 @@ def train_and_evaluate(config, workdir, *, stop_after: int | None = None) -> dic
         if data.valid_manifest and (step % train.eval_every == 0 or step == total_steps):
           valid = _evaluate(eval_step, state.params, data, to_device)
           writer.write(step, valid, prefix="valid_")
-          print(f"  valid @ {step}: loss {valid['loss']:.3f} | acc {valid['accuracy']:.3f} | "
-                f"ppl {valid['code_perplexity']:.1f}", flush=True)
+          _log(f"  valid @ {step}: loss {valid['loss']:.3f} | acc {valid['accuracy']:.3f} | "
+               f"ppl {valid['code_perplexity']:.1f}")
         if stop_after is not None and step >= stop_after:
           stop.requested = True
-        if stop.requested:
+        if _preempted(step, stop.requested):
+          stop.requested = True
           ckpt.save(manager, step, state, iterator, config_dict, force=True)
           manager.wait_until_finished()
-          print(f"Stop requested: saved checkpoint at step {step}; exiting cleanly.", flush=True)
+          _log(f"Stop requested: saved checkpoint at step {step}; exiting cleanly.")
           break
-        ckpt.save(manager, step, state, iterator, config_dict, force=step == total_steps)
+        if ckpt.save(manager, step, state, iterator, config_dict,
+                     force=step == total_steps or time_due):
+          last_save_time = time.monotonic()
     except Exception as e:
       manager.wait_until_finished()
       kept = manager.latest_step()
@@ -218,13 +288,12 @@ def train_and_evaluate(config, workdir, *, stop_after: int | None = None) -> dic
       writer.close()
   manager.close()
   wall = time.perf_counter() - t_start
-  plot = plot_curves(workdir) if jax.process_index() == 0 else None
+  plot = plot_curves(workdir) if distributed.is_main_process() else None
   summary = {
       "step": step, "metrics": last, "wall_seconds": wall, "preempted": stop.requested,
       "checkpoints": str(ckpt.checkpoint_dir(workdir)), "metrics_file": str(writer.path),
       "plot": str(plot) if plot else None, "tensorboard": str(workdir),
   }
-  print(f"Done in {wall:.0f}s. Checkpoints: {summary['checkpoints']} | metrics: "
-        f"{summary['metrics_file']} | TensorBoard: --logdir {workdir} | curves: {summary['plot']}",
-        flush=True)
+  _log(f"Done in {wall:.0f}s. Checkpoints: {summary['checkpoints']} | metrics: "
+       f"{summary['metrics_file']} | TensorBoard: --logdir {workdir} | curves: {summary['plot']}")
   return summary

@@ -1,12 +1,16 @@
-"""Training state: everything a resumed run needs besides the data iterator position."""
+"""Training state: everything a resumed run needs besides the data iterator position, and its
+creation directly in its sharded layout."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+from flax import linen as nn
 from flax import struct
+
+from jaxdisco.parallel import rules as rules_lib
 
 
 @struct.dataclass
@@ -23,3 +27,21 @@ class TrainState:
     return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
                rng=jax.random.key_data(seed_key), nonfinite_in_a_row=jnp.zeros((), jnp.int32),
                nonfinite_total=jnp.zeros((), jnp.int32))
+
+
+def sharded_state_factory(init_boxed: Callable[[], Any], optimizer, seed_key_fn, mesh, rules
+                          ) -> tuple[Callable[[], TrainState], TrainState, TrainState]:
+  """(create, abstract state, shardings) for a state that is born sharded.
+
+  `init_boxed()` returns {'params': ...} with logically partitioned (boxed) leaves. The
+  optimizer state mirrors the boxes (optax maps over them), so one `nn.get_partition_spec`
+  covers params and optimizer moments alike. `create()` runs under jit with those
+  out_shardings: no device ever holds the whole unsharded state.
+  """
+  build = lambda: TrainState.create(init_boxed(), optimizer, seed_key_fn())
+  boxed = jax.eval_shape(build)
+  shardings = rules_lib.tree_shardings(boxed, mesh, rules)
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          rules_lib.unbox_shapes(boxed), shardings)
+  create = jax.jit(lambda: nn.meta.unbox(build()), out_shardings=shardings)
+  return create, abstract, shardings

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 
+from jaxdisco.models.transformer import remat_policy
 from jaxdisco.train.state import TrainState
 
 # loss_fn(params, batch, key, step, train) -> (loss, metrics dict of scalars)
 LossFn = Callable
+
+# The metric that weights micro-batches when gradients are accumulated: a loss normalised by
+# masked frames is averaged over micro-batches weighted by their masked frames, as fairseq's
+# update_freq does, so for losses that are sums over frames k micro-batches equal one batch.
+WEIGHT_METRIC = "masked_frames"
 
 
 def _all_finite(tree) -> jax.Array:
@@ -19,18 +26,79 @@ def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
+def _split_micro_batches(batch, k: int, sharding: Optional[NamedSharding]):
+  """[B, ...] -> [k, B/k, ...], micro-batch j = rows j, j+k, j+2k, ...
+
+  Strided rather than contiguous: each device's rows are split k ways, so every micro-batch
+  stays spread over all devices and no data moves between them.
+  """
+  def split(x):
+    y = x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1)
+    if sharding is not None:
+      spec = PartitionSpec(None, *sharding.spec)
+      y = jax.lax.with_sharding_constraint(y, NamedSharding(sharding.mesh, spec))
+    return y
+  return jax.tree.map(split, batch)
+
+
+def accumulate_gradients(loss_fn: LossFn, params, batch, key, step, *, grad_accum_steps: int = 1,
+                         batch_sharding: Optional[NamedSharding] = None):
+  """(loss, metrics, grads) of one update; over `grad_accum_steps` micro-batches if > 1.
+
+  Micro-batch j uses `fold_in(key, j)`; gradients and metrics are averaged weighted by each
+  micro-batch's WEIGHT_METRIC (1 if the loss reports none); that metric itself is summed.
+  """
+  grad_fn = jax.value_and_grad(lambda p, b, k: loss_fn(p, b, k, step, True), has_aux=True)
+  if grad_accum_steps == 1:
+    (loss, metrics), grads = grad_fn(params, batch, key)
+    return loss, metrics, grads
+
+  micro = _split_micro_batches(batch, grad_accum_steps, batch_sharding)
+
+  def body(carry, xs):
+    index, micro_batch = xs
+    (loss, metrics), grads = grad_fn(params, micro_batch, jax.random.fold_in(key, index))
+    weight = jax.lax.stop_gradient(metrics.get(WEIGHT_METRIC, jnp.ones((), jnp.float32)))
+    weight = weight.astype(jnp.float32)
+    metrics = dict(metrics, loss=loss)
+    grad_sum, metric_sum, weight_sum = carry
+    grad_sum = jax.tree.map(lambda s, g: s + weight * g.astype(jnp.float32), grad_sum, grads)
+    metric_sum = jax.tree.map(lambda s, m: s + weight * m.astype(jnp.float32), metric_sum, metrics)
+    return (grad_sum, metric_sum, weight_sum + weight), None
+
+  zeros = lambda tree: jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), tree)
+  first = jax.tree.map(lambda x: x[0], micro)
+  metric_shapes = jax.eval_shape(lambda: dict(grad_fn(params, first, key)[0][1],
+                                              loss=jnp.zeros(())))
+  init = (zeros(params), zeros(metric_shapes), jnp.zeros((), jnp.float32))
+  (grad_sum, metric_sum, weight_sum), _ = jax.lax.scan(
+      body, init, (jnp.arange(grad_accum_steps), micro))
+  grads = jax.tree.map(lambda g, p: (g / weight_sum).astype(p.dtype), grad_sum, params)
+  metrics = {k: v / weight_sum for k, v in metric_sum.items()}
+  if WEIGHT_METRIC in metrics:
+    metrics[WEIGHT_METRIC] = weight_sum
+  return metrics.pop("loss"), metrics, grads
+
+
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
-                    schedule: optax.Schedule):
+                    schedule: optax.Schedule, *, grad_accum_steps: int = 1,
+                    batch_sharding: Optional[NamedSharding] = None, remat: str = "none"):
   """Returns step(state, batch) -> (state, metrics).
 
   A step whose loss or gradients are not finite leaves params and optimizer state unchanged
   and is counted (`nonfinite_in_a_row`, `nonfinite_total`); the caller decides when to stop.
+  `batch_sharding` constrains the batch (and micro-batches) to the batch mesh axes; `remat`
+  names a policy of `models.transformer.REMAT_POLICIES`.
   """
 
   def step(state: TrainState, batch):
+    if batch_sharding is not None:
+      batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    grad_fn = jax.value_and_grad(lambda p: loss_fn(p, batch, key, state.step, True), has_aux=True)
-    (loss, metrics), grads = grad_fn(state.params)
+    with remat_policy(remat):
+      loss, metrics, grads = accumulate_gradients(
+          loss_fn, state.params, batch, key, state.step, grad_accum_steps=grad_accum_steps,
+          batch_sharding=batch_sharding)
     finite = jnp.isfinite(loss) & _all_finite(grads)
     updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
@@ -41,7 +109,7 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
         opt_state=keep(new_opt_state, state.opt_state),
         nonfinite_in_a_row=jnp.where(finite, 0, state.nonfinite_in_a_row + 1),
         nonfinite_total=state.nonfinite_total + (~finite).astype(jnp.int32))
-    metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
+    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads),
                    learning_rate=schedule(state.step), skipped=(~finite).astype(jnp.float32))
     return new_state, metrics
 
