@@ -46,7 +46,8 @@ def _stream(proc: subprocess.Popen, prefix: str) -> None:
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(
       description="Run a command as N local JAX processes with M CPU devices each.",
-      usage="%(prog)s [--num_processes N] [--devices_per_process M] [--port P] -- COMMAND ...")
+      usage="%(prog)s [--num_processes N] [--devices_per_process M] [--port P] -- COMMAND ...",
+  )
   parser.add_argument("--num_processes", type=int, default=2)
   parser.add_argument("--devices_per_process", type=int, default=4)
   parser.add_argument("--port", type=int, default=0)
@@ -59,16 +60,27 @@ def main(argv=None) -> int:
   port = args.port or _free_port()
   procs = []
   for i in range(args.num_processes):
-    env = dict(os.environ,
-               JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
-               JAX_NUM_PROCESSES=str(args.num_processes), JAX_PROCESS_ID=str(i),
-               JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
-               XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") +
-                          f" --xla_force_host_platform_device_count={args.devices_per_process}"))
-    procs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True))
-  threads = [threading.Thread(target=_stream, args=(p, f"[{i}] "), daemon=True)
-             for i, p in enumerate(procs)]
+    env = dict(
+        os.environ,
+        JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+        JAX_NUM_PROCESSES=str(args.num_processes),
+        JAX_PROCESS_ID=str(i),
+        JAX_PLATFORMS="cpu",
+        PYTHONUNBUFFERED="1",
+        XLA_FLAGS=(
+            os.environ.get("XLA_FLAGS", "")
+            + f" --xla_force_host_platform_device_count={args.devices_per_process}"
+        ),
+    )
+    procs.append(
+        subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+    )
+  threads = [
+      threading.Thread(target=_stream, args=(p, f"[{i}] "), daemon=True)
+      for i, p in enumerate(procs)
+  ]
   for t in threads:
     t.start()
 
@@ -76,6 +88,7 @@ def main(argv=None) -> int:
     for p in procs:
       if p.poll() is None:
         p.send_signal(signum)
+
   signal.signal(signal.SIGTERM, forward)
   signal.signal(signal.SIGINT, forward)
 

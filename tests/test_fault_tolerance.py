@@ -21,7 +21,7 @@ from jaxdisco.train.step import make_train_step
 
 HERE = pathlib.Path(__file__).resolve().parent
 
-CONFIG = f'''
+CONFIG = f"""
 import sys
 sys.path.insert(0, {str(HERE)!r})
 from conftest import load_config, shrink_for_tests
@@ -35,7 +35,7 @@ def tiny():
   c.train.num_steps = 40
   c.train.checkpoint_every = 1000  # only the preemption save and the final one
   return c
-'''
+"""
 
 
 def _losses(workdir):
@@ -46,14 +46,24 @@ def test_sigterm_then_restart_equals_uninterrupted_run(tmp_path):
   (tmp_path / "tiny.py").write_text(CONFIG)
   sys.path.insert(0, str(tmp_path))
   import tiny  # noqa: E402
+
   train_and_evaluate(tiny.tiny(), tmp_path / "full")
 
   workdir = tmp_path / "preempted"
-  command = [sys.executable, "-m", "jaxdisco.cli", "pretrain", "--config",
-             str(tmp_path / "tiny.py"), "--workdir", str(workdir)]
+  command = [
+      sys.executable,
+      "-m",
+      "jaxdisco.cli",
+      "pretrain",
+      "--config",
+      str(tmp_path / "tiny.py"),
+      "--workdir",
+      str(workdir),
+  ]
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
+  proc = subprocess.Popen(
+      command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+  )
   deadline = time.monotonic() + 240
   while time.monotonic() < deadline and proc.poll() is None:
     if (workdir / "metrics.jsonl").exists() and len(_losses(workdir)) >= 3:

@@ -18,7 +18,7 @@ from jaxdisco.train.metrics import read_metrics
 HERE = pathlib.Path(__file__).resolve().parent
 LAUNCHER = HERE.parent / "launch" / "local_multiprocess.py"
 
-CONFIG = f'''
+CONFIG = f"""
 import sys
 sys.path.insert(0, {str(HERE)!r})
 from conftest import load_config, shrink_for_tests
@@ -32,14 +32,29 @@ def get_config():
   c.train.num_steps = 12
   c.train.checkpoint_every = 1000  # only the preemption save and the final one
   return c
-'''
+"""
 
 
 def _command(tmp_path, processes: int, devices: int, workdir) -> list[str]:
-  return [sys.executable, str(LAUNCHER), "--num_processes", str(processes),
-             "--devices_per_process", str(devices), "--timeout", "300", "--",
-             sys.executable, "-m", "jaxdisco.cli", "pretrain",
-             "--config", str(tmp_path / "tiny.py"), "--workdir", str(workdir)]
+  return [
+      sys.executable,
+      str(LAUNCHER),
+      "--num_processes",
+      str(processes),
+      "--devices_per_process",
+      str(devices),
+      "--timeout",
+      "300",
+      "--",
+      sys.executable,
+      "-m",
+      "jaxdisco.cli",
+      "pretrain",
+      "--config",
+      str(tmp_path / "tiny.py"),
+      "--workdir",
+      str(workdir),
+  ]
 
 
 _ENV = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
@@ -50,8 +65,13 @@ def _losses(workdir):
 
 
 def _launch(tmp_path, processes: int, devices: int, workdir) -> str:
-  proc = subprocess.run(_command(tmp_path, processes, devices, workdir), capture_output=True,
-                        text=True, timeout=360, env=_ENV)
+  proc = subprocess.run(
+      _command(tmp_path, processes, devices, workdir),
+      capture_output=True,
+      text=True,
+      timeout=360,
+      env=_ENV,
+  )
   assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
   return proc.stdout
 
@@ -59,8 +79,13 @@ def _launch(tmp_path, processes: int, devices: int, workdir) -> str:
 def test_two_processes_preempted_and_resumed_match_one(tmp_path):
   (tmp_path / "tiny.py").write_text(CONFIG)
   two = tmp_path / "two"
-  proc = subprocess.Popen(_command(tmp_path, 2, 4, two), env=_ENV, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+  proc = subprocess.Popen(
+      _command(tmp_path, 2, 4, two),
+      env=_ENV,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+  )
   deadline = time.monotonic() + 300
   while time.monotonic() < deadline and proc.poll() is None:
     if (two / "metrics.jsonl").exists() and len(_losses(two)) >= 2:
@@ -82,8 +107,9 @@ def test_two_processes_preempted_and_resumed_match_one(tmp_path):
   _launch(tmp_path, 1, 8, tmp_path / "one")
   losses_two, losses_one = _losses(two), _losses(tmp_path / "one")
   assert list(losses_two) == list(range(1, 13)) and list(losses_one) == list(range(1, 13))
-  np.testing.assert_allclose([losses_two[s] for s in losses_two],
-                             [losses_one[s] for s in losses_one], rtol=1e-5)
+  np.testing.assert_allclose(
+      [losses_two[s] for s in losses_two], [losses_one[s] for s in losses_one], rtol=1e-5
+  )
   _, p_two, _ = load_pretrained_params(two)
   _, p_one, _ = load_pretrained_params(tmp_path / "one")
   for a, b in zip(jax.tree.leaves(p_two), jax.tree.leaves(p_one)):

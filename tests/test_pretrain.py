@@ -55,7 +55,18 @@ def test_run_writes_checkpoints_metrics_and_plot(tiny_demo_config, tmp_path):
   model = Wav2Vec2ForPretraining(config)
   direct = model.apply(params, wav, None, method=model.extract_features)
   assert len(features["hidden_states"]) == config.num_layers + 1
-  np.testing.assert_allclose(features["last_hidden_state"], direct.last_hidden_state, atol=1e-6)
+  # Jitted vs eager XLA programs fuse differently: float32 rounding, ~2e-6.
+  np.testing.assert_allclose(features["last_hidden_state"], direct.last_hidden_state, atol=1e-5)
+
+
+def test_relative_workdir(tiny_demo_config, tmp_path, monkeypatch):
+  """The README runs `--workdir demo-run`: a relative path must work (Orbax wants absolute)."""
+  monkeypatch.chdir(tmp_path)
+  tiny_demo_config.train.num_steps = 3
+  tiny_demo_config.data.valid_manifest = ""
+  summary = train_and_evaluate(tiny_demo_config, "relative-run")
+  assert summary["step"] == 3
+  assert (tmp_path / "relative-run" / "checkpoints" / "3").exists()
 
 
 def test_resume_after_stop_equals_uninterrupted_run(tiny_demo_config, tmp_path):

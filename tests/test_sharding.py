@@ -16,11 +16,18 @@ HERE = pathlib.Path(__file__).resolve().parent
 
 
 def _run_worker(tmp_path, devices: int, task: str, timeout: int = 400) -> dict:
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-             JAX_PLATFORMS="cpu")
+  env = dict(
+      os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu"
+  )
   out = tmp_path / f"{task}.json"
-  proc = subprocess.run([sys.executable, __file__, task, str(tmp_path), str(out)], env=env,
-                        capture_output=True, text=True, timeout=timeout, cwd=HERE)
+  proc = subprocess.run(
+      [sys.executable, __file__, task, str(tmp_path), str(out)],
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+      cwd=HERE,
+  )
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
   return json.loads(out.read_text())
 
@@ -73,6 +80,7 @@ def test_restore_onto_a_different_mesh(eight_devices, tmp_path):
 def test_aot_lowering_at_pod_scale_matches_fsdp_split():
   import conftest
   from jaxdisco.parallel import aot
+
   for name, devices in (("wav2vec2_base", 256), ("wav2vec2_large", 64)):
     config = conftest.load_config(name)
     config.parallel.data, config.parallel.fsdp, config.parallel.dcn_data = 1, -1, 1
@@ -81,14 +89,16 @@ def test_aot_lowering_at_pod_scale_matches_fsdp_split():
     assert result.mesh_shape == {"data": 1, "fsdp": devices, "tensor": 1}
     ideal = layout.param_bytes / devices
     assert ideal <= layout.param_bytes_per_device <= ideal + layout.replicated_param_bytes
-    assert layout.optimizer_bytes_per_device == pytest.approx(2 * layout.param_bytes_per_device,
-                                                              rel=1e-3)  # AdamW mu + nu
+    assert layout.optimizer_bytes_per_device == pytest.approx(
+        2 * layout.param_bytes_per_device, rel=1e-3
+    )  # AdamW mu + nu
     assert layout.replicated_fraction < 0.01
     assert "sharding" in result.lowered.as_text()[:200_000]
 
 
 def test_mesh_sizes_fill_and_explain_errors():
   from jaxdisco.parallel.mesh import MeshError, fill_shape
+
   assert fill_shape([-1, 4, 1], 8, "m") == (2, 4, 1)
   assert fill_shape([2, 2, 2], 8, "m") == (2, 2, 2)
   with pytest.raises(MeshError, match="not a multiple of 3"):
@@ -102,6 +112,7 @@ def test_mesh_sizes_fill_and_explain_errors():
 def test_rules_keep_uneven_dimensions_whole():
   from jax.sharding import AbstractMesh, PartitionSpec as P
   from jaxdisco.parallel.rules import DEFAULT_RULES, mesh_spec
+
   mesh = AbstractMesh((1, 8, 2), ("data", "fsdp", "tensor"))
   assert mesh_spec(P("embed", "mlp"), (768, 3072), mesh, DEFAULT_RULES) == P("fsdp", "tensor")
   assert mesh_spec(P("embed", "mlp"), (12, 3072), mesh, DEFAULT_RULES) == P(None, "tensor")
@@ -116,6 +127,7 @@ def test_rules_keep_uneven_dimensions_whole():
 def _tiny_config():
   sys.path.insert(0, str(HERE))
   from conftest import load_config, shrink_for_tests
+
   config = shrink_for_tests(load_config("demo"))
   config.data.batch_size = 8
   config.data.valid_manifest = ""
@@ -131,6 +143,7 @@ def _loss_fn(config, train=True):
   import functools
   from jaxdisco.models.config import ModelConfig
   from jaxdisco.objectives.wav2vec2 import pretraining_loss
+
   model_config = ModelConfig.from_dict(config.model.to_dict())
   f = functools.partial(pretraining_loss, model_config=model_config, objective=config.objective)
   return lambda p, b, k, s, t=train: f(p, b, k, s, train=t), model_config
@@ -146,8 +159,11 @@ def _batch(config, rows=8):
 
 def _max_diff(a, b):
   import jax
-  return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
-             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+  return max(
+      float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+      for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+  )
 
 
 def _equivalence(out):
@@ -155,6 +171,7 @@ def _equivalence(out):
   from flax import linen as nn
   from jaxdisco.parallel import mesh as mesh_lib, rules as rules_lib
   from jaxdisco.train.pretrain import boxed_init_fn
+
   config = _tiny_config()
   loss_fn, model_config = _loss_fn(config)
   init = boxed_init_fn(model_config, (1, config.data.crop_samples), 0)
@@ -173,14 +190,21 @@ def _equivalence(out):
     p = jax.device_put(params, shardings)
     b = jax.device_put(batch, batch_sharding)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      (loss, _), grads = jax.jit(grad, in_shardings=(shardings, batch_sharding),
-                                 out_shardings=(None, shardings))(p, b)
-    sharded = sum(any(a is not None for a in s.spec) for s in jax.tree.leaves(
-        shardings, is_leaf=lambda s: isinstance(s, jax.sharding.NamedSharding)))
-    results[name] = {"max_loss_diff": abs(float(loss) - float(ref_loss)),
-                     "max_grad_diff": _max_diff(grads, ref_grads),
-                     "sharded_param_leaves": sharded,
-                     "num_devices_holding_batch": len(b["waveform"].sharding.device_set)}
+      (loss, _), grads = jax.jit(
+          grad, in_shardings=(shardings, batch_sharding), out_shardings=(None, shardings)
+      )(p, b)
+    sharded = sum(
+        any(a is not None for a in s.spec)
+        for s in jax.tree.leaves(
+            shardings, is_leaf=lambda s: isinstance(s, jax.sharding.NamedSharding)
+        )
+    )
+    results[name] = {
+        "max_loss_diff": abs(float(loss) - float(ref_loss)),
+        "max_grad_diff": _max_diff(grads, ref_grads),
+        "sharded_param_leaves": sharded,
+        "num_devices_holding_batch": len(b["waveform"].sharding.device_set),
+    }
   out["equivalence"] = results
 
 
@@ -191,6 +215,7 @@ def _layout(out):
   from jaxdisco.train.optimizer import make_optimizer
   from jaxdisco.train.pretrain import boxed_init_fn
   from jaxdisco.train.state import sharded_state_factory
+
   config = _set_mesh(_tiny_config(), 1, 8, 1)
   _, model_config = _loss_fn(config)
   mesh = mesh_lib.make_mesh(config.parallel)
@@ -198,21 +223,31 @@ def _layout(out):
   optimizer = make_optimizer(config.optim, 10)
   init = boxed_init_fn(model_config, (8, config.data.crop_samples), 0)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    create, abstract, shardings = sharded_state_factory(init, optimizer,
-                                                        lambda: jax.random.key(0), mesh, rules)
+    create, abstract, shardings = sharded_state_factory(
+        init, optimizer, lambda: jax.random.key(0), mesh, rules
+    )
     state = create()
   layout = layout_lib.state_layout(abstract, shardings)
   kernel = state.params["params"]["backbone"]["encoder"]["layer_0"]["ffn_in"]["kernel"]
-  result = {"param_bytes": layout.param_bytes,
-            "param_bytes_per_device": layout.param_bytes_per_device,
-            "replicated_bytes": layout.replicated_param_bytes, "report": layout.report(),
-            "created_shard_shape": list(kernel.addressable_shards[0].data.shape),
-            "expected_shard_shape": [kernel.shape[0] // 8, kernel.shape[1]]}
+  result = {
+      "param_bytes": layout.param_bytes,
+      "param_bytes_per_device": layout.param_bytes_per_device,
+      "replicated_bytes": layout.replicated_param_bytes,
+      "report": layout.report(),
+      "created_shard_shape": list(kernel.addressable_shards[0].data.shape),
+      "expected_shard_shape": [kernel.shape[0] // 8, kernel.shape[1]],
+  }
   # A table that maps nothing to fsdp leaves everything replicated under fsdp=8.
   bad_rules = tuple((k, None if v == "fsdp" else v) for k, v in rules)
   bad = rules_lib.tree_shardings(
-      jax.eval_shape(lambda: __import__("jaxdisco.train.state", fromlist=["x"]).TrainState.create(
-          init(), optimizer, jax.random.key(0))), mesh, bad_rules)
+      jax.eval_shape(
+          lambda: __import__("jaxdisco.train.state", fromlist=["x"]).TrainState.create(
+              init(), optimizer, jax.random.key(0)
+          )
+      ),
+      mesh,
+      bad_rules,
+  )
   try:
     layout_lib.check_replication(layout_lib.state_layout(abstract, bad), 0.1)
     result["replication_error"] = ""
@@ -228,6 +263,7 @@ def _accumulation(out):
   from jaxdisco.parallel import mesh as mesh_lib, rules as rules_lib
   from jaxdisco.train.pretrain import boxed_init_fn
   from jaxdisco.train.step import accumulate_gradients
+
   config = _set_mesh(_tiny_config(), 2, 4, 1)
   # A loss that is a sum over frames: deterministic (no dropout, argmax codes), masks given,
   # no batch-level perplexity or feature-penalty terms.
@@ -238,8 +274,11 @@ def _accumulation(out):
   init = boxed_init_fn(model_config, (1, config.data.crop_samples), 0)
   params = nn.meta.unbox(jax.jit(init)())
   batch = _batch(config, rows=16)
-  batch.update(jax.device_get(draw_masks_and_negatives(jax.random.key(5), batch, model_config,
-                                                      config.objective)))
+  batch.update(
+      jax.device_get(
+          draw_masks_and_negatives(jax.random.key(5), batch, model_config, config.objective)
+      )
+  )
   mesh = mesh_lib.make_mesh(config.parallel)
   rules = rules_lib.rules_from_config(config.parallel)
   batch_sharding = rules_lib.batch_sharding(mesh, rules)
@@ -247,11 +286,16 @@ def _accumulation(out):
   results = {}
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     for k in (1, 2):
-      f = jax.jit(lambda p, x, k=k: accumulate_gradients(
-          loss_fn, p, x, jax.random.key(0), 0, grad_accum_steps=k, batch_sharding=batch_sharding))
+      f = jax.jit(
+          lambda p, x, k=k: accumulate_gradients(
+              loss_fn, p, x, jax.random.key(0), 0, grad_accum_steps=k, batch_sharding=batch_sharding
+          )
+      )
       results[k] = f(params, b)
-  out["accumulation"] = {"loss_diff": abs(float(results[1][0]) - float(results[2][0])),
-                         "max_grad_diff": _max_diff(results[1][2], results[2][2])}
+  out["accumulation"] = {
+      "loss_diff": abs(float(results[1][0]) - float(results[2][0])),
+      "max_grad_diff": _max_diff(results[1][2], results[2][2]),
+  }
 
 
 def _remat_bf16(out):
@@ -259,6 +303,7 @@ def _remat_bf16(out):
   from flax import linen as nn
   from jaxdisco.models.transformer import remat_policy
   from jaxdisco.train.pretrain import boxed_init_fn
+
   config = _tiny_config()
   loss_fn, model_config = _loss_fn(config)
   params = nn.meta.unbox(jax.jit(boxed_init_fn(model_config, (1, 16000), 0))())
@@ -270,21 +315,29 @@ def _remat_bf16(out):
     def g(p, b):
       with remat_policy(policy):
         return jax.value_and_grad(lambda q: fn(q, b, jax.random.key(1), 0), has_aux=True)(p)
+
     return jax.jit(g)(params, batch)
+
   (ref_loss, _), ref = grads("none")
   result = {"full": _max_diff(grads("full")[1], ref)}
   config.model.dtype = "bfloat16"
   bf16_fn, _ = _loss_fn(config)
   (loss, _), g = grads("dots_saveable", bf16_fn)
-  result.update(bf16_loss=float(loss), fp32_loss=float(ref_loss),
-                bf16_finite=bool(np.isfinite(float(loss)) and all(
-                    np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(g))))
+  result.update(
+      bf16_loss=float(loss),
+      fp32_loss=float(ref_loss),
+      bf16_finite=bool(
+          np.isfinite(float(loss))
+          and all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(g))
+      ),
+  )
   out["remat_bf16"] = result
 
 
 def _train(out, tmp):
   from jaxdisco.train.metrics import read_metrics
   from jaxdisco.train.pretrain import train_and_evaluate
+
   losses = lambda d: {r["step"]: r["loss"] for r in read_metrics(d) if "loss" in r}
   config = _set_mesh(_tiny_config(), 2, 4, 1)
   train_and_evaluate(config, tmp / "full")
@@ -296,6 +349,7 @@ def _resume4(out, tmp):
   from jaxdisco.train.metrics import read_metrics
   from jaxdisco.train.pretrain import train_and_evaluate
   import jax
+
   assert jax.device_count() == 4
   train_and_evaluate(_set_mesh(_tiny_config(), 2, 1, 2), tmp / "stopped")
   out["losses"] = {r["step"]: r["loss"] for r in read_metrics(tmp / "stopped") if "loss" in r}
@@ -305,6 +359,7 @@ if __name__ == "__main__":
   task, tmp, out_file = sys.argv[1], pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
   sys.path.insert(0, str(HERE))
   import conftest  # noqa: F401  (shared compilation cache)
+
   results = {}
   if task == "eight":
     _equivalence(results)

@@ -192,20 +192,35 @@ class _ReadAndCrop:
     excess = waveform.shape[0] - self._crop_samples
     start = step * int(rng.integers(0, excess // step + 1)) if excess > 0 else 0
     example = _fit_to_length(waveform, self._crop_samples, start)
-    crop_labels = np.full(self._crop_samples // step, -1, np.int32)
-    chunk = np.asarray(labels[start // step :][: len(crop_labels)], np.int32)
-    crop_labels[: len(chunk)] = chunk
-    example['labels'] = crop_labels
+    example['labels'] = _crop_labels(labels, start // step, self._crop_samples // step)
     return example
 
   def crop_from_start(self, index: int) -> dict[str, np.ndarray]:
+    step = self._samples_per_label
     if index < 0:  # A dummy row that pads the last eval batch.
       example = _fit_to_length(np.zeros(0, np.float32), self._crop_samples, 0)
+      if step:
+        example['labels'] = np.full(self._crop_samples // step, -1, np.int32)
       example.update(example_mask=np.bool_(False), index=np.int32(-1))
       return example
-    example = _fit_to_length(self._read(index), self._crop_samples, 0)
+    if not step:
+      example = _fit_to_length(self._read(index), self._crop_samples, 0)
+    else:
+      waveform, labels = self._reader.read_item(index)
+      if self._normalize:
+        waveform = normalize_waveform(waveform)
+      example = _fit_to_length(waveform, self._crop_samples, 0)
+      example['labels'] = _crop_labels(labels, 0, self._crop_samples // step)
     example.update(example_mask=np.bool_(True), index=np.int32(index))
     return example
+
+
+def _crop_labels(labels, first: int, count: int) -> np.ndarray:
+  """labels[first:first + count] as int32, -1 past the end."""
+  out = np.full(count, -1, np.int32)
+  chunk = np.asarray(labels[first:][:count], np.int32)
+  out[: len(chunk)] = chunk
+  return out
 
 
 class _BucketedBatch:
@@ -491,6 +506,8 @@ def make_eval_dataset(
     resample: bool = False,
     num_threads: int = 8,
     prefetch_batches: int = 8,
+    labels: Optional[manifest_lib.PathLike] = None,
+    label_rate: Optional[float] = None,
 ) -> grain.IterDataset:
   """Builds one deterministic pass over the manifest in fixed-shape batches.
 
@@ -522,7 +539,8 @@ def make_eval_dataset(
     )
   if not 0 <= process_index < process_count:
     raise ValueError(f'need 0 <= {process_index=} < {process_count=}')
-  reader = _as_reader(manifest, sample_rate, resample)
+  reader = _as_reader(manifest, sample_rate, resample, labels)
+  samples_per_label = int(round(sample_rate / label_rate)) if label_rate else 0
 
   shard = list(range(process_index, len(reader), process_count))
   # Pad every process to the same whole number of batches (the largest
@@ -531,7 +549,7 @@ def make_eval_dataset(
   num_batches = -(-largest_shard // batch_size)
   shard += [-1] * (num_batches * batch_size - len(shard))
 
-  cropper = _ReadAndCrop(reader, crop_samples, normalize)
+  cropper = _ReadAndCrop(reader, crop_samples, normalize, samples_per_label)
   ds = grain.MapDataset.source(shard).map(cropper.crop_from_start)
   ds = ds.batch(batch_size, drop_remainder=True)
   return ds.to_iter_dataset(_read_options(num_threads, prefetch_batches))

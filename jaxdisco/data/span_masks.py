@@ -49,8 +49,8 @@ class MaskingSpec:
         mask_length=int(objective.mask_length),
         min_masks=int(objective.min_masks),
         require_same_masks=bool(objective.require_same_masks),
-        num_negatives=int(objective.num_negatives),
-        cross_sample_negatives=int(objective.cross_sample_negatives or 0),
+        num_negatives=int(objective.get('num_negatives', 0)),  # HuBERT: masks only.
+        cross_sample_negatives=int(objective.get('cross_sample_negatives', 0) or 0),
     )
 
   def draw(self, rng: np.random.Generator, padding_mask: np.ndarray) -> dict[str, np.ndarray]:
@@ -76,7 +76,9 @@ def _draw_on_host(spec: MaskingSpec, seed, padding_mask):
       min_masks=spec.min_masks,
       require_same_masks=spec.require_same_masks,
   )
-  out = {'mask': mask, 'negatives': sample_negatives(neg_key, mask, spec.num_negatives)}
+  out = {'mask': mask}
+  if spec.num_negatives:
+    out['negatives'] = sample_negatives(neg_key, mask, spec.num_negatives)
   if spec.cross_sample_negatives:
     out['cross_negatives'] = sample_cross_negatives(cross_key, mask, spec.cross_sample_negatives)
   return out

@@ -36,7 +36,7 @@ class SelfAttention(nn.Module):
       out = jax.nn.dot_product_attention(q, k, v, mask=mask)
     else:
       # dot_product_attention has no dropout; the reference drops attention probabilities.
-      logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * head_dim ** -0.5
+      logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * head_dim**-0.5
       logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
       probs = jax.nn.softmax(logits, axis=-1)
       probs = nn.Dropout(self.dropout)(probs, deterministic=False).astype(v.dtype)
@@ -110,11 +110,13 @@ class TransformerEncoder(nn.Module):
     * entry L is the encoder output: the last layer's output, for pre-LN models after the
       final encoder LayerNorm.
   """
+
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x: Array, frame_valid: Array, deterministic: bool,
-               num_layers: Optional[int] = None) -> tuple[Array, list[Array]]:
+  def __call__(
+      self, x: Array, frame_valid: Array, deterministic: bool, num_layers: Optional[int] = None
+  ) -> tuple[Array, list[Array]]:
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
     # Activations: batch split over the batch mesh axes (a no-op without a mesh).
@@ -124,8 +126,11 @@ class TransformerEncoder(nn.Module):
     # with rows replicated over tensor ranks, XLA's SPMD partitioner sums the grouped conv's
     # weight gradient over those ranks too (gradients x tensor size; jax 0.10, CPU).
     conv_in = nn.with_logical_constraint(x, ("conv_batch", "frames", "activation_embed"))
-    x = x + constrain(ConvPositionalEmbedding(cfg.pos_conv_kernel, cfg.pos_conv_groups, dtype,
-                                              name="pos_conv")(conv_in).astype(x.dtype))
+    x = x + constrain(
+        ConvPositionalEmbedding(cfg.pos_conv_kernel, cfg.pos_conv_groups, dtype, name="pos_conv")(
+            conv_in
+        ).astype(x.dtype)
+    )
     final_norm = LayerNorm(cfg.layer_norm_eps, name="norm")
     if not cfg.layer_norm_first:
       x = final_norm(x)

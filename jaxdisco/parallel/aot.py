@@ -39,16 +39,21 @@ class AotResult:
     return self.layout.param_bytes / self.mesh_shape["fsdp"]
 
 
-def lower_train_step(config, num_devices: int, *, per_device_batch: int = 1,
-                     lower: bool = True, platform: str = "tpu") -> AotResult:
+def lower_train_step(
+    config,
+    num_devices: int,
+    *,
+    per_device_batch: int = 1,
+    lower: bool = True,
+    platform: str = "tpu",
+) -> AotResult:
   """Lowers the train step of `config` on an abstract mesh of `num_devices`.
 
   `config.parallel` gives the mesh sizes (-1 fills). The batch is `per_device_batch` rows per
   batch-parallel device (per micro-batch) at the config's crop length.
   """
   amesh = mesh_lib.abstract_mesh(config.parallel, num_devices)
-  batch_size = (mesh_lib.batch_parallelism(amesh) * per_device_batch *
-                config.train.grad_accum_steps)
+  batch_size = mesh_lib.batch_parallelism(amesh) * per_device_batch * config.train.grad_accum_steps
   config = config.copy_and_resolve_references()
   config.data.batch_size = batch_size  # The config's own batch need not divide a pod's mesh.
   model_config = check_pretrain_config(config, num_devices)
@@ -59,28 +64,42 @@ def lower_train_step(config, num_devices: int, *, per_device_batch: int = 1,
 
   from jaxdisco.train.pretrain import boxed_init_fn  # Avoid an import cycle at module load.
   from jaxdisco.train.state import TrainState
+
   init = boxed_init_fn(model_config, (1, crop), config.train.seed)
   boxed = jax.eval_shape(lambda: TrainState.create(init(), optimizer, jax.random.key(0)))
   shardings = rules_lib.tree_shardings(boxed, amesh, rules)
-  state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                       rules_lib.unbox_shapes(boxed), shardings)
+  state = jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      rules_lib.unbox_shapes(boxed),
+      shardings,
+  )
   layout = layout_lib.state_layout(state, shardings)
   lowered = None
   if lower:
     batch_sharding = rules_lib.batch_sharding(amesh, rules)
-    batch = {"waveform": jax.ShapeDtypeStruct((batch_size, crop), jnp.float32,
-                                              sharding=batch_sharding),
-             "padding_mask": jax.ShapeDtypeStruct((batch_size, crop), jnp.bool_,
-                                                  sharding=batch_sharding)}
-    loss_fn = functools.partial(pretraining_loss, model_config=model_config,
-                                objective=config.objective)
+    batch = {
+        "waveform": jax.ShapeDtypeStruct((batch_size, crop), jnp.float32, sharding=batch_sharding),
+        "padding_mask": jax.ShapeDtypeStruct(
+            (batch_size, crop), jnp.bool_, sharding=batch_sharding
+        ),
+    }
+    loss_fn = functools.partial(
+        pretraining_loss, model_config=model_config, objective=config.objective
+    )
     loss_fn = lambda p, b, k, s, t, _f=loss_fn: _f(p, b, k, s, train=t)
     step = jax.jit(
-        make_train_step(loss_fn, optimizer, schedule,
-                        grad_accum_steps=config.train.grad_accum_steps,
-                        batch_sharding=batch_sharding, remat=config.train.remat),
-        in_shardings=(shardings, batch_sharding), out_shardings=(shardings, None),
-        donate_argnums=0)
+        make_train_step(
+            loss_fn,
+            optimizer,
+            schedule,
+            grad_accum_steps=config.train.grad_accum_steps,
+            batch_sharding=batch_sharding,
+            remat=config.train.remat,
+        ),
+        in_shardings=(shardings, batch_sharding),
+        out_shardings=(shardings, None),
+        donate_argnums=0,
+    )
     with jax.sharding.use_abstract_mesh(amesh), nn.logical_axis_rules(rules):
       # Lowering for TPU needs no TPU: only compiling does.
       lowered = step.trace(state, batch).lower(lowering_platforms=(platform,))

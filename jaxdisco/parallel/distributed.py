@@ -32,12 +32,14 @@ def initialize_from_env() -> bool:
     return True
   if os.environ.get("JAX_COORDINATOR_ADDRESS"):
     if os.environ.get("JAXDISCO_CPU_COLLECTIVES", "gloo"):
-      jax.config.update("jax_cpu_collectives_implementation",
-                        os.environ.get("JAXDISCO_CPU_COLLECTIVES", "gloo"))
+      jax.config.update(
+          "jax_cpu_collectives_implementation", os.environ.get("JAXDISCO_CPU_COLLECTIVES", "gloo")
+      )
     jax.distributed.initialize(
         coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
         num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
-        process_id=int(os.environ["JAX_PROCESS_ID"]))
+        process_id=int(os.environ["JAX_PROCESS_ID"]),
+    )
     _done = True
   elif _on_tpu_pod():
     jax.distributed.initialize()

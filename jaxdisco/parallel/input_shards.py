@@ -39,8 +39,10 @@ class ShardedBatchIterator:
   def set_state(self, state: bytes) -> None:
     shards = json.loads(state)["shards"]
     if len(shards) != len(self._iterators):
-      raise ValueError(f"data iterator checkpoint has {len(shards)} shards, this process reads "
-                       f"{len(self._iterators)}: keep data.input_shards / the process count")
+      raise ValueError(
+          f"data iterator checkpoint has {len(shards)} shards, this process reads "
+          f"{len(self._iterators)}: keep data.input_shards / the process count"
+      )
     for it, s in zip(self._iterators, shards):
       it.set_state(s)
 
@@ -53,16 +55,25 @@ class ShardedBatchIterator:
 def shards_of_process(input_shards: int, process_index: int, process_count: int) -> range:
   shards = input_shards or process_count
   if shards % process_count:
-    raise ValueError(f"data.input_shards ({input_shards}) must be a multiple of the number of "
-                     f"processes ({process_count})")
+    raise ValueError(
+        f"data.input_shards ({input_shards}) must be a multiple of the number of "
+        f"processes ({process_count})"
+    )
   per = shards // process_count
   return range(process_index * per, (process_index + 1) * per)
 
 
-def make_sharded_iterator(make_dataset: Callable[[int, int], object], input_shards: int,
-                          process_index: int, process_count: int) -> ShardedBatchIterator:
+def make_sharded_iterator(
+    make_dataset: Callable[[int, int], object],
+    input_shards: int,
+    process_index: int,
+    process_count: int,
+) -> ShardedBatchIterator:
   """`make_dataset(shard_index, shard_count)` builds one shard's dataset."""
   shards = input_shards or process_count
-  return ShardedBatchIterator([
-      iter(make_dataset(i, shards))
-      for i in shards_of_process(input_shards, process_index, process_count)])
+  return ShardedBatchIterator(
+      [
+          iter(make_dataset(i, shards))
+          for i in shards_of_process(input_shards, process_index, process_count)
+      ]
+  )

@@ -68,10 +68,13 @@ class Layout:
         f"Parameter layout on mesh {self.mesh_shape}: params {mib(self.param_bytes)} total, "
         f"{mib(self.param_bytes_per_device)} per device; optimizer state "
         f"{mib(self.optimizer_bytes_per_device)} per device; replicated params "
-        f"{mib(self.replicated_param_bytes)} ({100 * self.replicated_fraction:.1f}%)"]
+        f"{mib(self.replicated_param_bytes)} ({100 * self.replicated_fraction:.1f}%)"
+    ]
     if largest and any(size > 1 for size in self.mesh_shape.values()):
-      lines.append("  largest replicated: " + ", ".join(
-          f"{x.path} {list(x.shape)} {mib(x.global_bytes)}" for x in largest[:top]))
+      lines.append(
+          "  largest replicated: "
+          + ", ".join(f"{x.path} {list(x.shape)} {mib(x.global_bytes)}" for x in largest[:top])
+      )
     return "\n".join(lines)
 
 
@@ -87,19 +90,26 @@ def _leaves(tree, shardings) -> list[LeafLayout]:
   flat, _ = jax.tree_util.tree_flatten_with_path(tree)
   flat_shardings = jax.tree.leaves(shardings, is_leaf=lambda s: isinstance(s, NamedSharding))
   for (path, x), sharding in zip(flat, flat_shardings, strict=True):
-    out.append(LeafLayout(
-        path=jax.tree_util.keystr(path, simple=True, separator="/"), shape=tuple(x.shape),
-        spec=str(sharding.spec) if isinstance(sharding, NamedSharding) else "",
-        global_bytes=int(math.prod(x.shape)) * np.dtype(x.dtype).itemsize,
-        device_bytes=_shard_bytes(x, sharding)))
+    out.append(
+        LeafLayout(
+            path=jax.tree_util.keystr(path, simple=True, separator="/"),
+            shape=tuple(x.shape),
+            spec=str(sharding.spec) if isinstance(sharding, NamedSharding) else "",
+            global_bytes=int(math.prod(x.shape)) * np.dtype(x.dtype).itemsize,
+            device_bytes=_shard_bytes(x, sharding),
+        )
+    )
   return out
 
 
 def state_layout(abstract_state, shardings) -> Layout:
   """Layout of a TrainState (shapes) under its shardings (a TrainState of NamedShardings)."""
   mesh = jax.tree.leaves(shardings, is_leaf=lambda s: isinstance(s, NamedSharding))[0].mesh
-  return Layout(dict(mesh.shape), _leaves(abstract_state.params, shardings.params),
-                _leaves(abstract_state.opt_state, shardings.opt_state))
+  return Layout(
+      dict(mesh.shape),
+      _leaves(abstract_state.params, shardings.params),
+      _leaves(abstract_state.opt_state, shardings.opt_state),
+  )
 
 
 def check_replication(layout: Layout, max_fraction: float) -> None:
@@ -111,7 +121,8 @@ def check_replication(layout: Layout, max_fraction: float) -> None:
   raise ReplicationError(
       f"{100 * layout.replicated_fraction:.1f}% of parameter bytes are replicated on every "
       f"device although parallel.fsdp={layout.mesh_shape['fsdp']} (limit: "
-      f"parallel.max_replicated_fraction={max_fraction}). Largest replicated parameters: " +
-      ", ".join(f"{x.path} {list(x.shape)}" for x in largest[:5]) +
-      ". Map their logical axes to 'fsdp' in parallel.rules, pick sizes that divide them, or "
-      "raise parallel.max_replicated_fraction.")
+      f"parallel.max_replicated_fraction={max_fraction}). Largest replicated parameters: "
+      + ", ".join(f"{x.path} {list(x.shape)}" for x in largest[:5])
+      + ". Map their logical axes to 'fsdp' in parallel.rules, pick sizes that divide them, or "
+      "raise parallel.max_replicated_fraction."
+  )

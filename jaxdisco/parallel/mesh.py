@@ -39,24 +39,35 @@ def fill_shape(sizes: Sequence[int], total: int, what: str) -> tuple[int, ...]:
   known = math.prod(s for s in sizes if s != -1)
   if free:
     if total % known:
-      raise MeshError(f"{what}: {total} devices cannot be split as {tuple(sizes)} "
-                      f"({total} is not a multiple of {known})")
+      raise MeshError(
+          f"{what}: {total} devices cannot be split as {tuple(sizes)} "
+          f"({total} is not a multiple of {known})"
+      )
     sizes[free[0]] = total // known
   if math.prod(sizes) != total:
-    raise MeshError(f"{what}: sizes {tuple(sizes)} use {math.prod(sizes)} devices but there are "
-                    f"{total}; set one size to -1 to fill")
+    raise MeshError(
+        f"{what}: sizes {tuple(sizes)} use {math.prod(sizes)} devices but there are "
+        f"{total}; set one size to -1 to fill"
+    )
   return tuple(sizes)
 
 
-def mesh_shapes(parallel, num_devices: int, num_slices: int = 1
-                ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def mesh_shapes(
+    parallel, num_devices: int, num_slices: int = 1
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
   """(per-slice ICI shape, DCN shape), both ordered like MESH_AXES."""
-  dcn = fill_shape([parallel.dcn_data, parallel.dcn_fsdp, parallel.dcn_tensor], num_slices,
-                   "parallel.dcn_{data,fsdp,tensor}")
+  dcn = fill_shape(
+      [parallel.dcn_data, parallel.dcn_fsdp, parallel.dcn_tensor],
+      num_slices,
+      "parallel.dcn_{data,fsdp,tensor}",
+  )
   if num_devices % num_slices:
     raise MeshError(f"{num_devices} devices do not split into {num_slices} equal slices")
-  ici = fill_shape([parallel.data, parallel.fsdp, parallel.tensor], num_devices // num_slices,
-                   "parallel.{data,fsdp,tensor}")
+  ici = fill_shape(
+      [parallel.data, parallel.fsdp, parallel.tensor],
+      num_devices // num_slices,
+      "parallel.{data,fsdp,tensor}",
+  )
   return ici, dcn
 
 

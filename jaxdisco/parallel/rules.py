@@ -56,16 +56,17 @@ def _axis_size(mesh, axes) -> int:
   return math.prod(mesh.shape[a] for a in axes)
 
 
-def mesh_spec(logical: PartitionSpec, shape: Sequence[int], mesh, rules: Rules
-              ) -> PartitionSpec:
+def mesh_spec(logical: PartitionSpec, shape: Sequence[int], mesh, rules: Rules) -> PartitionSpec:
   """Mesh PartitionSpec for an array with logical axis names `logical` and `shape`.
 
   Dimensions the mapped mesh axes do not divide stay unsplit (jit refuses uneven shards).
   """
   mapped = nn.logical_to_mesh_axes(tuple(logical), rules) if len(logical) else PartitionSpec()
   mapped = tuple(mapped) + (None,) * (len(shape) - len(tuple(mapped)))
-  fixed = [axes if axes is not None and dim % _axis_size(mesh, axes) == 0 else None
-           for axes, dim in zip(mapped, shape)]
+  fixed = [
+      axes if axes is not None and dim % _axis_size(mesh, axes) == 0 else None
+      for axes, dim in zip(mapped, shape)
+  ]
   while fixed and fixed[-1] is None:
     fixed.pop()
   return PartitionSpec(*fixed)
@@ -92,7 +93,10 @@ def tree_shardings(abstract_boxed, mesh, rules: Rules):
   shapes = unbox_shapes(abstract_boxed)
   return jax.tree.map(
       lambda spec, shape: NamedSharding(mesh, mesh_spec(spec, shape.shape, mesh, rules)),
-      logical, shapes, is_leaf=_is_spec)
+      logical,
+      shapes,
+      is_leaf=_is_spec,
+  )
 
 
 def batch_sharding(mesh, rules: Rules) -> NamedSharding:

@@ -31,21 +31,39 @@ def checkpoint_dir(workdir) -> epath.Path:
   return epath.Path(workdir) / "checkpoints"
 
 
-def make_manager(workdir, *, save_every: int, keep: int, async_save: bool = True
-                 ) -> ocp.CheckpointManager:
+def make_manager(
+    workdir, *, save_every: int, keep: int, async_save: bool = True
+) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
-      save_interval_steps=save_every, max_to_keep=keep,
-      enable_async_checkpointing=async_save, create=True)
-  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
-                               item_names=("state", "data", "meta"))
+      save_interval_steps=save_every,
+      max_to_keep=keep,
+      enable_async_checkpointing=async_save,
+      create=True,
+  )
+  return ocp.CheckpointManager(
+      checkpoint_dir(workdir), options=options, item_names=("state", "data", "meta")
+  )
 
 
-def save(manager: ocp.CheckpointManager, step: int, state, data_iterator, config_dict: dict,
-         *, force: bool = False) -> bool:
+def save(
+    manager: ocp.CheckpointManager,
+    step: int,
+    state,
+    data_iterator,
+    config_dict: dict,
+    *,
+    force: bool = False,
+) -> bool:
   meta = {"step": int(step), "config": config_dict}
-  return manager.save(int(step), args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator),
-      meta=ocp.args.JsonSave(meta)), force=force)
+  return manager.save(
+      int(step),
+      args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          data=grain.checkpoint.CheckpointSave(data_iterator),
+          meta=ocp.args.JsonSave(meta),
+      ),
+      force=force,
+  )
 
 
 def check_compatible(saved_config: dict, config_dict: dict, where: str) -> None:
@@ -55,16 +73,21 @@ def check_compatible(saved_config: dict, config_dict: dict, where: str) -> None:
     saved, current = saved_config.get(block, {}), config_dict.get(block, {})
     for field in sorted(set(saved) | set(current)):
       if saved.get(field, "<absent>") != current.get(field, "<absent>"):
-        diffs.append(f"{block}.{field}: checkpoint has {saved.get(field, '<absent>')!r}, "
-                     f"config has {current.get(field, '<absent>')!r}")
+        diffs.append(
+            f"{block}.{field}: checkpoint has {saved.get(field, '<absent>')!r}, "
+            f"config has {current.get(field, '<absent>')!r}"
+        )
   if diffs:
     raise CheckpointMismatchError(
-        f"{where} was written by an incompatible config; mismatched fields:\n  " +
-        "\n  ".join(diffs) + "\nUse a fresh --workdir, or match these config values.")
+        f"{where} was written by an incompatible config; mismatched fields:\n  "
+        + "\n  ".join(diffs)
+        + "\nUse a fresh --workdir, or match these config values."
+    )
 
 
-def restore_latest(manager: ocp.CheckpointManager, abstract_state, data_iterator,
-                   config_dict: dict) -> Optional[tuple[Any, int]]:
+def restore_latest(
+    manager: ocp.CheckpointManager, abstract_state, data_iterator, config_dict: dict
+) -> Optional[tuple[Any, int]]:
   """Restores the newest checkpoint into (state, step), advancing `data_iterator` in place;
   None if the workdir has none. Checks config compatibility before touching arrays."""
   step = manager.latest_step()
@@ -73,9 +96,13 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state, data_iterator
   where = str(checkpoint_dir(manager.directory.parent) / str(step))
   meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
   check_compatible(meta["config"], config_dict, where)
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state),
-      data=grain.checkpoint.CheckpointRestore(data_iterator)))
+  restored = manager.restore(
+      step,
+      args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state),
+          data=grain.checkpoint.CheckpointRestore(data_iterator),
+      ),
+  )
   return restored["state"], step
 
 
@@ -86,14 +113,19 @@ def _find_checkpoint(path: epath.Path) -> tuple[epath.Path, dict]:
     if (candidate / "meta").exists():
       step_dir = candidate
       break
-    steps = sorted((int(p.name) for p in candidate.glob("*") if p.name.isdigit()),
-                   reverse=True) if candidate.exists() else []
+    steps = (
+        sorted((int(p.name) for p in candidate.glob("*") if p.name.isdigit()), reverse=True)
+        if candidate.exists()
+        else []
+    )
     if steps:
       step_dir = candidate / str(steps[0])
       break
   else:
-    raise FileNotFoundError(f"{path}: no jaxdisco checkpoint found (expected a workdir with "
-                            "checkpoints/<step>/ or a checkpoint step directory)")
+    raise FileNotFoundError(
+        f"{path}: no jaxdisco checkpoint found (expected a workdir with "
+        "checkpoints/<step>/ or a checkpoint step directory)"
+    )
   meta_file = next(iter((step_dir / "meta").glob("*")), None)
   if meta_file is None:
     raise FileNotFoundError(f"{step_dir}: checkpoint has no meta item")
@@ -114,9 +146,15 @@ def load_pretrained_params(path) -> tuple[ModelConfig, dict, int]:
     tree = checkpointer.metadata(step_dir / "state")
     tree = getattr(tree, "item_metadata", tree)
     tree = getattr(tree, "tree", tree)
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                          tree["params"])
-    restored = checkpointer.restore(step_dir / "state", args=ocp.args.PyTreeRestore(
-        item={"params": target}, partial_restore=True,
-        restore_args={"params": ocp.checkpoint_utils.construct_restore_args(target)}))
+    target = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree["params"]
+    )
+    restored = checkpointer.restore(
+        step_dir / "state",
+        args=ocp.args.PyTreeRestore(
+            item={"params": target},
+            partial_restore=True,
+            restore_args={"params": ocp.checkpoint_utils.construct_restore_args(target)},
+        ),
+    )
   return config, restored["params"], int(meta["step"])

@@ -15,7 +15,7 @@ def _require(condition: bool, message: str) -> None:
 
 
 def check_pretrain_config(config, num_devices: int | None = None) -> ModelConfig:
-  """Checks the fields the wav2vec 2.0 trainer reads; returns the typed model config.
+  """Checks the fields the trainer reads (per `config.method`); returns the typed model config.
 
   `num_devices` overrides the device count the mesh is checked against (AOT lowering for a
   pod from a machine without one)."""
@@ -24,39 +24,80 @@ def check_pretrain_config(config, num_devices: int | None = None) -> ModelConfig
   except (TypeError, ValueError) as e:
     raise ConfigError(str(e)) from None
   data, obj, optim, train = config.data, config.objective, config.optim, config.train
-  _require(data.batch_size > 0, f"data.batch_size: expected a positive integer, got {data.batch_size}")
+  _require(
+      data.batch_size > 0, f"data.batch_size: expected a positive integer, got {data.batch_size}"
+  )
   _check_parallel(config, num_devices)
-  _require(data.crop_samples >= model.frame_stride * 2,
-           f"data.crop_samples ({data.crop_samples}) must cover at least two frames "
-           f"({model.frame_stride * 2} samples)")
-  _require(0 <= data.min_samples <= data.crop_samples,
-           f"data.min_samples ({data.min_samples}) must be in [0, data.crop_samples="
-           f"{data.crop_samples}]")
+  _require(
+      data.crop_samples >= model.frame_stride * 2,
+      f"data.crop_samples ({data.crop_samples}) must cover at least two frames "
+      f"({model.frame_stride * 2} samples)",
+  )
+  _require(
+      0 <= data.min_samples <= data.crop_samples,
+      f"data.min_samples ({data.min_samples}) must be in [0, data.crop_samples="
+      f"{data.crop_samples}]",
+  )
   _require(0.0 < obj.mask_prob < 1.0, f"objective.mask_prob: expected (0, 1), got {obj.mask_prob}")
   _require(obj.mask_length >= 1, f"objective.mask_length: expected >= 1, got {obj.mask_length}")
   shortest = max(data.min_samples, model.frame_stride * 2)
   shortest_frames = model.num_frames(shortest)
-  _require(obj.mask_length < shortest_frames,
-           f"objective.mask_length ({obj.mask_length} frames) must be shorter than the shortest "
-           f"crop: data.min_samples={data.min_samples} samples gives {shortest_frames} frames. "
-           "Raise data.min_samples or lower objective.mask_length.")
-  _require(obj.num_negatives >= 1, f"objective.num_negatives: expected >= 1, got {obj.num_negatives}")
-  start, end, decay = obj.gumbel_temperature
-  _require(start >= end > 0 and 0 < decay <= 1,
-           f"objective.gumbel_temperature: expected (start >= end > 0, 0 < decay <= 1), got "
-           f"{tuple(obj.gumbel_temperature)}")
+  _require(
+      obj.mask_length < shortest_frames,
+      f"objective.mask_length ({obj.mask_length} frames) must be shorter than the shortest "
+      f"crop: data.min_samples={data.min_samples} samples gives {shortest_frames} frames. "
+      "Raise data.min_samples or lower objective.mask_length.",
+  )
+  method = config.get("method", "wav2vec2")
+  _require(
+      method in ("wav2vec2", "hubert"), f"method: expected 'wav2vec2' or 'hubert', got {method!r}"
+  )
+  if method == "wav2vec2":
+    _require(
+        obj.num_negatives >= 1, f"objective.num_negatives: expected >= 1, got {obj.num_negatives}"
+    )
+    start, end, decay = obj.gumbel_temperature
+    _require(
+        start >= end > 0 and 0 < decay <= 1,
+        f"objective.gumbel_temperature: expected (start >= end > 0, 0 < decay <= 1), got "
+        f"{tuple(obj.gumbel_temperature)}",
+    )
+  else:
+    _require(
+        bool(config.labels.train),
+        "labels.train: HuBERT needs a .km label file for data.train_manifest (or a "
+        "prepared directory with labels)",
+    )
+    _require(
+        config.labels.num_classes >= 2,
+        f"labels.num_classes: expected >= 2, got {config.labels.num_classes}",
+    )
+    samples_per_label = data.sample_rate / obj.label_rate
+    _require(
+        samples_per_label == int(samples_per_label)
+        and data.crop_samples % int(samples_per_label) == 0,
+        f"objective.label_rate ({obj.label_rate} Hz) must divide data.sample_rate "
+        f"({data.sample_rate}) and data.crop_samples ({data.crop_samples}) into whole labels",
+    )
   _require(optim.lr > 0, f"optim.lr: expected > 0, got {optim.lr}")
-  _require(0 <= optim.warmup_steps <= train.num_steps,
-           f"optim.warmup_steps ({optim.warmup_steps}) must be in [0, train.num_steps="
-           f"{train.num_steps}]")
+  _require(
+      0 <= optim.warmup_steps <= train.num_steps,
+      f"optim.warmup_steps ({optim.warmup_steps}) must be in [0, train.num_steps="
+      f"{train.num_steps}]",
+  )
   _require(train.num_steps > 0, f"train.num_steps: expected > 0, got {train.num_steps}")
   for name in ("log_every", "checkpoint_every", "eval_every"):
     _require(train[name] > 0, f"train.{name}: expected > 0, got {train[name]}")
-  _require(train.checkpoint_every_seconds >= 0,
-           f"train.checkpoint_every_seconds: expected >= 0, got {train.checkpoint_every_seconds}")
+  _require(
+      train.checkpoint_every_seconds >= 0,
+      f"train.checkpoint_every_seconds: expected >= 0, got {train.checkpoint_every_seconds}",
+  )
   from jaxdisco.models.transformer import REMAT_POLICIES
-  _require(train.remat in REMAT_POLICIES,
-           f"train.remat: expected one of {sorted(REMAT_POLICIES)}, got {train.remat!r}")
+
+  _require(
+      train.remat in REMAT_POLICIES,
+      f"train.remat: expected one of {sorted(REMAT_POLICIES)}, got {train.remat!r}",
+  )
   return model
 
 
@@ -65,6 +106,7 @@ def _check_parallel(config, num_devices: int | None) -> None:
   axes; the input shards split evenly over the processes."""
   import jax  # Local: config checks stay importable without touching devices.
   from jaxdisco.parallel import mesh as mesh_lib
+
   data, train = config.data, config.train
   if num_devices is None:
     num_devices = jax.device_count()
@@ -78,13 +120,19 @@ def _check_parallel(config, num_devices: int | None) -> None:
   batch_ways = ici[0] * ici[1] * dcn[0] * dcn[1]
   accum = train.grad_accum_steps
   _require(accum >= 1, f"train.grad_accum_steps: expected >= 1, got {accum}")
-  _require(data.batch_size % (batch_ways * accum) == 0,
-           f"data.batch_size ({data.batch_size}) must be a multiple of train.grad_accum_steps "
-           f"({accum}) x the devices the batch is split over (data x fsdp = {batch_ways} of "
-           f"{num_devices} devices): each micro-batch is split evenly over them")
+  _require(
+      data.batch_size % (batch_ways * accum) == 0,
+      f"data.batch_size ({data.batch_size}) must be a multiple of train.grad_accum_steps "
+      f"({accum}) x the devices the batch is split over (data x fsdp = {batch_ways} of "
+      f"{num_devices} devices): each micro-batch is split evenly over them",
+  )
   shards = data.input_shards or jax.process_count()
-  _require(data.input_shards >= 0 and shards % jax.process_count() == 0,
-           f"data.input_shards ({data.input_shards}) must be 0 or a multiple of the number of "
-           f"processes ({jax.process_count()})")
-  _require(data.batch_size % shards == 0,
-           f"data.batch_size ({data.batch_size}) must be a multiple of the input shards ({shards})")
+  _require(
+      data.input_shards >= 0 and shards % jax.process_count() == 0,
+      f"data.input_shards ({data.input_shards}) must be 0 or a multiple of the number of "
+      f"processes ({jax.process_count()})",
+  )
+  _require(
+      data.batch_size % shards == 0,
+      f"data.batch_size ({data.batch_size}) must be a multiple of the input shards ({shards})",
+  )

@@ -14,8 +14,12 @@ def hubert_defaults() -> ml_collections.ConfigDict:
   for field in ("latent_vars", "latent_groups", "latent_dim", "quantizer_init_std"):
     if field in c.model:
       del c.model[field]
-  for field in ("num_negatives", "cross_sample_negatives", "diversity_weight",
-                "gumbel_temperature"):
+  for field in (
+      "num_negatives",
+      "cross_sample_negatives",
+      "diversity_weight",
+      "gumbel_temperature",
+  ):
     del c.objective[field]
   c.objective.mask_prob = 0.8
   c.objective.label_rate = 100.0  # Labels per second: 100 for MFCC targets, 50 for model units.

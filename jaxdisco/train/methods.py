@@ -25,15 +25,19 @@ class Method:
   loss_kwargs: Callable[[Any], dict]  # run config -> extra keyword arguments of `loss`
   batch_fields: tuple[str, ...]
 
-  def init_params(self, model_config: ModelConfig, config, batch_shape, seed: int):
+  def boxed_init_fn(self, model_config: ModelConfig, config, batch_shape, seed: int):
+    """() -> {'params': ...} with logically partitioned leaves (shapes depend on the crop)."""
     model = self.build_model(model_config, config)
     frames = model_config.num_frames(batch_shape[1])
-    wav = jnp.zeros(batch_shape, jnp.float32)
-    mask = jnp.zeros((batch_shape[0], frames), bool)
     kwargs = {"temperature": 2.0} if self.name == "wav2vec2" else {}
-    init = functools.partial(model.init, **kwargs)
-    keys = {"params": jax.random.key(seed), "dropout": jax.random.key(seed + 1)}
-    return nn.meta.unbox(jax.jit(init)(keys, wav, None, mask))
+
+    def init():
+      wav = jnp.zeros(batch_shape, jnp.float32)
+      mask = jnp.zeros((batch_shape[0], frames), bool)
+      keys = {"params": jax.random.key(seed), "dropout": jax.random.key(seed + 1)}
+      return model.init(keys, wav, None, mask, **kwargs)
+
+    return init
 
   def loss_fn(self, model_config: ModelConfig, config):
     """(params, batch, key, step, train) -> (loss, metrics)."""

@@ -26,6 +26,7 @@ class MetricsWriter:
     self._tb = None
     if enabled:
       from tensorboardX import SummaryWriter
+
       self._tb = SummaryWriter(str(workdir))
 
   def write(self, step: int, metrics: Mapping[str, float], prefix: str = "") -> None:

@@ -9,8 +9,9 @@ def learning_rate_schedule(optim, total_steps: int) -> optax.Schedule:
   """Linear warm-up from 0 to `lr` over `warmup_steps`, then polynomial decay (power
   `decay_power`, 1 = linear) to `end_lr` at `total_steps` (fairseq's polynomial_decay)."""
   warmup = optax.linear_schedule(0.0, optim.lr, max(optim.warmup_steps, 1))
-  decay = optax.polynomial_schedule(optim.lr, optim.end_lr, optim.decay_power,
-                                    max(total_steps - optim.warmup_steps, 1))
+  decay = optax.polynomial_schedule(
+      optim.lr, optim.end_lr, optim.decay_power, max(total_steps - optim.warmup_steps, 1)
+  )
   return optax.join_schedules([warmup, decay], [optim.warmup_steps])
 
 
@@ -19,6 +20,9 @@ def make_optimizer(optim, total_steps: int) -> optax.GradientTransformation:
   chain = []
   if optim.clip_norm > 0:
     chain.append(optax.clip_by_global_norm(optim.clip_norm))
-  chain.append(optax.adamw(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps,
-                           weight_decay=optim.weight_decay))
+  chain.append(
+      optax.adamw(
+          schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay
+      )
+  )
   return optax.chain(*chain)

@@ -6,12 +6,17 @@ from etils import epath
 
 from jaxdisco.train.metrics import read_metrics
 
-_PANELS = (("loss", "loss (per masked frame)"), ("accuracy", "contrastive accuracy"),
-           ("code_perplexity", "code perplexity"), ("learning_rate", "learning rate"))
+_PANELS = (
+    ("loss", "loss (per masked frame)"),
+    ("accuracy", "contrastive accuracy"),
+    ("code_perplexity", "code perplexity"),
+    ("learning_rate", "learning rate"),
+)
 
 
 def plot_curves(workdir, filename: str = "curves.png") -> epath.Path:
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 

@@ -1,9 +1,11 @@
-"""wav2vec 2.0 pretraining: `train_and_evaluate(config, workdir)`, called by the CLI and Colab."""
+"""Pretraining (wav2vec 2.0, HuBERT): `train_and_evaluate(config, workdir)`, called by the CLI
+and Colab."""
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import logging
 import signal
 import time
@@ -22,14 +24,13 @@ from jaxdisco.data import multihost
 from jaxdisco.data import pipeline
 from jaxdisco.data import sources as sources_lib
 from jaxdisco.data import span_masks
-from jaxdisco.models.wav2vec2 import Wav2Vec2ForPretraining
-from jaxdisco.objectives.wav2vec2 import pretraining_loss
 from jaxdisco.parallel import distributed
 from jaxdisco.parallel import input_shards
 from jaxdisco.parallel import layout as layout_lib
 from jaxdisco.parallel import mesh as mesh_lib
 from jaxdisco.parallel import rules as rules_lib
 from jaxdisco.train import checkpoint as ckpt
+from jaxdisco.train import methods
 from jaxdisco.train.config_checks import check_pretrain_config
 from jaxdisco.train.metrics import MetricsWriter, Progress
 from jaxdisco.train.optimizer import learning_rate_schedule, make_optimizer
@@ -69,9 +70,6 @@ class _StopOnSignal:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-_MODEL_INPUTS = ("waveform", "padding_mask", "mask", "negatives", "cross_negatives")
-
-
 def _open_train_data(data):
   """(source for the pipeline, utterances, hours). A prepared directory (index.json) or a
   manifest; small manifests can be checked file by file first (data.verify_files)."""
@@ -82,8 +80,9 @@ def _open_train_data(data):
   if data.verify_files:
     manifest_lib.verify_manifest(manifest, sample_rate=data.sample_rate)
     if data.valid_manifest and not sources_lib.is_prepared_dir(data.valid_manifest):
-      manifest_lib.verify_manifest(manifest_lib.read_manifest(data.valid_manifest),
-                                   sample_rate=data.sample_rate)
+      manifest_lib.verify_manifest(
+          manifest_lib.read_manifest(data.valid_manifest), sample_rate=data.sample_rate
+      )
   return manifest, len(manifest), manifest.total_seconds(data.sample_rate) / 3600
 
 
@@ -92,17 +91,11 @@ def init_params(model_config, batch_shape: tuple[int, int], seed: int):
   return nn.meta.unbox(jax.jit(boxed_init_fn(model_config, batch_shape, seed))())
 
 
-def boxed_init_fn(model_config, batch_shape: tuple[int, int], seed: int):
-  """() -> {'params': ...} with logically partitioned leaves (shapes only depend on the crop)."""
-  model = Wav2Vec2ForPretraining(model_config)
-  frames = model_config.num_frames(batch_shape[1])
-
-  def init():
-    wav = jnp.zeros(batch_shape, jnp.float32)
-    mask = jnp.zeros((batch_shape[0], frames), bool)
-    return model.init({"params": jax.random.key(seed), "dropout": jax.random.key(seed + 1)},
-                      wav, None, mask, temperature=2.0)
-  return init
+def boxed_init_fn(model_config, batch_shape: tuple[int, int], seed: int, config=None):
+  """() -> {'params': ...} with logically partitioned leaves for `config.method` (default
+  wav2vec 2.0); shapes only depend on the crop."""
+  method = methods.get_method(config.get("method", "wav2vec2") if config else "wav2vec2")
+  return method.boxed_init_fn(model_config, config, batch_shape, seed)
 
 
 def _mean_metrics(history: list[dict]) -> dict[str, float]:
@@ -110,16 +103,32 @@ def _mean_metrics(history: list[dict]) -> dict[str, float]:
   return {k: float(np.mean([m[k] for m in stacked])) for k in stacked[0]}
 
 
-def _evaluate(eval_step, params, data, to_device) -> dict[str, float]:
-  """Masked-frame-weighted means over the validation set (fixed masks and argmax codes)."""
+def _evaluate(eval_step, params, config, to_device, fields) -> dict[str, float]:
+  """Masked-frame-weighted means over the validation set (fixed masks, no dropout)."""
+  data = config.data
+  labels = config.get("labels")
+  hubert = config.get("method", "wav2vec2") == "hubert"
   ds = pipeline.make_eval_dataset(
-      data.valid_manifest, batch_size=multihost.global_batch_to_local(data.batch_size),
-      crop_samples=data.crop_samples, normalize=data.normalize, sample_rate=data.sample_rate,
-      process_index=jax.process_index(), process_count=jax.process_count())
+      data.valid_manifest,
+      batch_size=multihost.global_batch_to_local(data.batch_size),
+      crop_samples=data.crop_samples,
+      normalize=data.normalize,
+      sample_rate=data.sample_rate,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+      labels=labels.valid if hubert else None,
+      label_rate=config.objective.label_rate if hubert else None,
+  )
   totals, weight = {}, 0.0
   for batch in ds:
-    metrics = jax.device_get(eval_step(params, to_device(
-        {k: batch[k] for k in ("waveform", "padding_mask")})))
+    metrics = jax.device_get(
+        eval_step(
+            params,
+            to_device(
+                {k: v for k, v in batch.items() if k in fields and k not in ("mask", "negatives")}
+            ),
+        )
+    )
     n = float(metrics["masked_frames"])
     for k, v in metrics.items():
       totals[k] = totals.get(k, 0.0) + float(v) * n
@@ -127,19 +136,32 @@ def _evaluate(eval_step, params, data, to_device) -> dict[str, float]:
   return {k: v / max(weight, 1.0) for k, v in totals.items()}
 
 
-def _make_train_iterator(data, masking):
+def _make_train_iterator(data, masking, labels=None, label_rate=None):
   """This process's batches: `data.input_shards` shards (default one per process)."""
   shards = data.input_shards or jax.process_count()
+
   def make_dataset(shard, count):
     return pipeline.make_pretrain_dataset(
-        data_source, batch_size=data.batch_size // count, crop_samples=data.crop_samples,
-        min_samples=data.min_samples, seed=data.seed, normalize=data.normalize,
-        sample_rate=data.sample_rate, process_index=shard, process_count=count,
-        buckets=data.buckets or None, masking=masking)
+        data_source,
+        batch_size=data.batch_size // count,
+        crop_samples=data.crop_samples,
+        min_samples=data.min_samples,
+        seed=data.seed,
+        normalize=data.normalize,
+        sample_rate=data.sample_rate,
+        process_index=shard,
+        process_count=count,
+        buckets=data.buckets or None,
+        masking=masking,
+        labels=labels,
+        label_rate=label_rate,
+    )
+
   data_source, num_utterances, hours = _open_train_data(data)
   multihost.global_batch_to_local(data.batch_size, shards)  # Checks divisibility.
-  iterator = input_shards.make_sharded_iterator(make_dataset, data.input_shards,
-                                                jax.process_index(), jax.process_count())
+  iterator = input_shards.make_sharded_iterator(
+      make_dataset, data.input_shards, jax.process_index(), jax.process_count()
+  )
   return iterator, num_utterances, hours
 
 
@@ -172,6 +194,8 @@ def train_and_evaluate(config, workdir, *, stop_after: int | None = None) -> dic
   distributed.initialize_from_env()
   model_config = check_pretrain_config(config)
   workdir = epath.Path(workdir)
+  if "://" not in str(workdir):
+    workdir = epath.Path(os.path.abspath(workdir))  # Orbax needs absolute paths.
   config_dict = json.loads(config.to_json())
   if distributed.is_main_process():
     workdir.mkdir(parents=True, exist_ok=True)
@@ -183,9 +207,17 @@ def train_and_evaluate(config, workdir, *, stop_after: int | None = None) -> dic
     multihost_utils.sync_global_devices("jaxdisco_config_checked")
 
   data, train, objective = config.data, config.train, config.objective
-  masking = (span_masks.MaskingSpec.from_configs(model_config, objective)
-             if data.masks_in_pipeline else None)
-  iterator, num_utterances, hours = _make_train_iterator(data, masking)
+  masking = (
+      span_masks.MaskingSpec.from_configs(model_config, objective)
+      if data.masks_in_pipeline
+      else None
+  )
+  method = methods.get_method(config.get("method", "wav2vec2"))
+  labels = config.get("labels")
+  label_rate = objective.get("label_rate") if method.name == "hubert" else None
+  iterator, num_utterances, hours = _make_train_iterator(
+      data, masking, labels.train if labels else None, label_rate
+  )
 
   mesh = mesh_lib.make_mesh(config.parallel)
   rules = rules_lib.rules_from_config(config.parallel)
@@ -197,15 +229,22 @@ def train_and_evaluate(config, workdir, *, stop_after: int | None = None) -> dic
   schedule = learning_rate_schedule(config.optim, total_steps)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     create_state, abstract_state, state_sharding = sharded_state_factory(
-        boxed_init_fn(model_config, (data.batch_size, data.crop_samples), train.seed), optimizer,
-        lambda: jax.random.key(train.seed + 2), mesh, rules)
+        method.boxed_init_fn(
+            model_config, config, (data.batch_size, data.crop_samples), train.seed
+        ),
+        optimizer,
+        lambda: jax.random.key(train.seed + 2),
+        mesh,
+        rules,
+    )
   layout = layout_lib.state_layout(abstract_state, state_sharding)
   _log(layout.report())
   layout_lib.check_replication(layout, config.parallel.max_replicated_fraction)
   num_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
 
-  manager = ckpt.make_manager(workdir, save_every=train.checkpoint_every,
-                              keep=train.keep_checkpoints)
+  manager = ckpt.make_manager(
+      workdir, save_every=train.checkpoint_every, keep=train.keep_checkpoints
+  )
   restored = ckpt.restore_latest(manager, abstract_state, iterator, config_dict)
   start = 0
   if restored is not None:
@@ -215,32 +254,45 @@ def train_and_evaluate(config, workdir, *, stop_after: int | None = None) -> dic
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
       state = create_state()
 
-  loss_fn = functools.partial(pretraining_loss, model_config=model_config, objective=objective)
-  loss_fn = lambda p, b, k, s, t, _f=loss_fn: _f(p, b, k, s, train=t)
+  loss_fn = method.loss_fn(model_config, config)
   train_step = jax.jit(
-      make_train_step(loss_fn, optimizer, schedule, grad_accum_steps=train.grad_accum_steps,
-                      batch_sharding=batch_sharding, remat=train.remat),
-      in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, None),
-      donate_argnums=0)
+      make_train_step(
+          loss_fn,
+          optimizer,
+          schedule,
+          grad_accum_steps=train.grad_accum_steps,
+          batch_sharding=batch_sharding,
+          remat=train.remat,
+      ),
+      in_shardings=(state_sharding, batch_sharding),
+      out_shardings=(state_sharding, None),
+      donate_argnums=0,
+  )
   eval_step = jax.jit(make_eval_step(loss_fn), in_shardings=(state_sharding.params, batch_sharding))
 
   writer = MetricsWriter(workdir, enabled=distributed.is_main_process())
   progress = Progress(total_steps, start)
-  _log(f"wav2vec 2.0 pretraining: {num_params / 1e6:.2f}M params, "
-       f"{num_utterances} train utterances ({hours:.2f} h), "
-       f"batch {data.batch_size} x {data.crop_samples} samples, steps {start}->{total_steps}, "
-       f"mesh {dict(mesh.shape)} over {jax.process_count()} process(es), workdir {workdir}")
+  _log(
+      f"{method.name} pretraining: {num_params / 1e6:.2f}M params, "
+      f"{num_utterances} train utterances ({hours:.2f} h), "
+      f"batch {data.batch_size} x {data.crop_samples} samples, steps {start}->{total_steps}, "
+      f"mesh {dict(mesh.shape)} over {jax.process_count()} process(es), workdir {workdir}"
+  )
   history, last = [], {}
   t_start = time.perf_counter()
   last_save_time = time.monotonic()
   step = start
-  with _StopOnSignal(install=jax.process_count() == 1) as stop, jax.set_mesh(mesh), \
-      nn.logical_axis_rules(rules):
+  with (
+      _StopOnSignal(install=jax.process_count() == 1) as stop,
+      jax.set_mesh(mesh),
+      nn.logical_axis_rules(rules),
+  ):
     try:
       while step < total_steps:
         batch = next(iterator)
-        state, metrics = train_step(state, to_device({k: v for k, v in batch.items()
-                                                      if k in _MODEL_INPUTS}))
+        state, metrics = train_step(
+            state, to_device({k: v for k, v in batch.items() if k in method.batch_fields})
+        )
         history.append(metrics)
         step += 1
         time_due = False
@@ -259,12 +311,15 @@ def train_and_evaluate(config, workdir, *, stop_after: int | None = None) -> dic
                 f"stopped at step {step}: {int(state.nonfinite_in_a_row)} consecutive steps had "
                 f"non-finite loss or gradients (train.max_consecutive_nonfinite="
                 f"{train.max_consecutive_nonfinite}); the last good checkpoint is "
-                f"{manager.latest_step()} in {ckpt.checkpoint_dir(workdir)}")
+                f"{manager.latest_step()} in {ckpt.checkpoint_dir(workdir)}"
+            )
         if data.valid_manifest and (step % train.eval_every == 0 or step == total_steps):
-          valid = _evaluate(eval_step, state.params, data, to_device)
+          valid = _evaluate(eval_step, state.params, config, to_device, method.batch_fields)
           writer.write(step, valid, prefix="valid_")
-          _log(f"  valid @ {step}: loss {valid['loss']:.3f} | acc {valid['accuracy']:.3f} | "
-               f"ppl {valid['code_perplexity']:.1f}")
+          _log(
+              f"  valid @ {step}: loss {valid['loss']:.3f} | acc {valid['accuracy']:.3f}"
+              + (f" | ppl {valid['code_perplexity']:.1f}" if "code_perplexity" in valid else "")
+          )
         if stop_after is not None and step >= stop_after:
           stop.requested = True
         if _preempted(step, stop.requested):
@@ -273,15 +328,18 @@ def train_and_evaluate(config, workdir, *, stop_after: int | None = None) -> dic
           manager.wait_until_finished()
           _log(f"Stop requested: saved checkpoint at step {step}; exiting cleanly.")
           break
-        if ckpt.save(manager, step, state, iterator, config_dict,
-                     force=step == total_steps or time_due):
+        if ckpt.save(
+            manager, step, state, iterator, config_dict, force=step == total_steps or time_due
+        ):
           last_save_time = time.monotonic()
     except Exception as e:
       manager.wait_until_finished()
       kept = manager.latest_step()
       if not isinstance(e, TrainingStopped):
-        e.add_note(f"jaxdisco: training stopped at step {step}; newest saved checkpoint: "
-                   f"{kept if kept is not None else 'none'} in {ckpt.checkpoint_dir(workdir)}")
+        e.add_note(
+            f"jaxdisco: training stopped at step {step}; newest saved checkpoint: "
+            f"{kept if kept is not None else 'none'} in {ckpt.checkpoint_dir(workdir)}"
+        )
       raise
     finally:
       manager.wait_until_finished()
@@ -290,10 +348,17 @@ def train_and_evaluate(config, workdir, *, stop_after: int | None = None) -> dic
   wall = time.perf_counter() - t_start
   plot = plot_curves(workdir) if distributed.is_main_process() else None
   summary = {
-      "step": step, "metrics": last, "wall_seconds": wall, "preempted": stop.requested,
-      "checkpoints": str(ckpt.checkpoint_dir(workdir)), "metrics_file": str(writer.path),
-      "plot": str(plot) if plot else None, "tensorboard": str(workdir),
+      "step": step,
+      "metrics": last,
+      "wall_seconds": wall,
+      "preempted": stop.requested,
+      "checkpoints": str(ckpt.checkpoint_dir(workdir)),
+      "metrics_file": str(writer.path),
+      "plot": str(plot) if plot else None,
+      "tensorboard": str(workdir),
   }
-  _log(f"Done in {wall:.0f}s. Checkpoints: {summary['checkpoints']} | metrics: "
-       f"{summary['metrics_file']} | TensorBoard: --logdir {workdir} | curves: {summary['plot']}")
+  _log(
+      f"Done in {wall:.0f}s. Checkpoints: {summary['checkpoints']} | metrics: "
+      f"{summary['metrics_file']} | TensorBoard: --logdir {workdir} | curves: {summary['plot']}"
+  )
   return summary

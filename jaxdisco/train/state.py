@@ -24,13 +24,19 @@ class TrainState:
 
   @classmethod
   def create(cls, params, optimizer, seed_key: jax.Array) -> "TrainState":
-    return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
-               rng=jax.random.key_data(seed_key), nonfinite_in_a_row=jnp.zeros((), jnp.int32),
-               nonfinite_total=jnp.zeros((), jnp.int32))
+    return cls(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=optimizer.init(params),
+        rng=jax.random.key_data(seed_key),
+        nonfinite_in_a_row=jnp.zeros((), jnp.int32),
+        nonfinite_total=jnp.zeros((), jnp.int32),
+    )
 
 
-def sharded_state_factory(init_boxed: Callable[[], Any], optimizer, seed_key_fn, mesh, rules
-                          ) -> tuple[Callable[[], TrainState], TrainState, TrainState]:
+def sharded_state_factory(
+    init_boxed: Callable[[], Any], optimizer, seed_key_fn, mesh, rules
+) -> tuple[Callable[[], TrainState], TrainState, TrainState]:
   """(create, abstract state, shardings) for a state that is born sharded.
 
   `init_boxed()` returns {'params': ...} with logically partitioned (boxed) leaves. The
@@ -41,7 +47,10 @@ def sharded_state_factory(init_boxed: Callable[[], Any], optimizer, seed_key_fn,
   build = lambda: TrainState.create(init_boxed(), optimizer, seed_key_fn())
   boxed = jax.eval_shape(build)
   shardings = rules_lib.tree_shardings(boxed, mesh, rules)
-  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          rules_lib.unbox_shapes(boxed), shardings)
+  abstract = jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      rules_lib.unbox_shapes(boxed),
+      shardings,
+  )
   create = jax.jit(lambda: nn.meta.unbox(build()), out_shardings=shardings)
   return create, abstract, shardings

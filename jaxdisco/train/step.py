@@ -32,17 +32,27 @@ def _split_micro_batches(batch, k: int, sharding: Optional[NamedSharding]):
   Strided rather than contiguous: each device's rows are split k ways, so every micro-batch
   stays spread over all devices and no data moves between them.
   """
+
   def split(x):
     y = x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1)
     if sharding is not None:
       spec = PartitionSpec(None, *sharding.spec)
       y = jax.lax.with_sharding_constraint(y, NamedSharding(sharding.mesh, spec))
     return y
+
   return jax.tree.map(split, batch)
 
 
-def accumulate_gradients(loss_fn: LossFn, params, batch, key, step, *, grad_accum_steps: int = 1,
-                         batch_sharding: Optional[NamedSharding] = None):
+def accumulate_gradients(
+    loss_fn: LossFn,
+    params,
+    batch,
+    key,
+    step,
+    *,
+    grad_accum_steps: int = 1,
+    batch_sharding: Optional[NamedSharding] = None,
+):
   """(loss, metrics, grads) of one update; over `grad_accum_steps` micro-batches if > 1.
 
   Micro-batch j uses `fold_in(key, j)`; gradients and metrics are averaged weighted by each
@@ -68,11 +78,13 @@ def accumulate_gradients(loss_fn: LossFn, params, batch, key, step, *, grad_accu
 
   zeros = lambda tree: jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), tree)
   first = jax.tree.map(lambda x: x[0], micro)
-  metric_shapes = jax.eval_shape(lambda: dict(grad_fn(params, first, key)[0][1],
-                                              loss=jnp.zeros(())))
+  metric_shapes = jax.eval_shape(
+      lambda: dict(grad_fn(params, first, key)[0][1], loss=jnp.zeros(()))
+  )
   init = (zeros(params), zeros(metric_shapes), jnp.zeros((), jnp.float32))
   (grad_sum, metric_sum, weight_sum), _ = jax.lax.scan(
-      body, init, (jnp.arange(grad_accum_steps), micro))
+      body, init, (jnp.arange(grad_accum_steps), micro)
+  )
   grads = jax.tree.map(lambda g, p: (g / weight_sum).astype(p.dtype), grad_sum, params)
   metrics = {k: v / weight_sum for k, v in metric_sum.items()}
   if WEIGHT_METRIC in metrics:
@@ -80,9 +92,15 @@ def accumulate_gradients(loss_fn: LossFn, params, batch, key, step, *, grad_accu
   return metrics.pop("loss"), metrics, grads
 
 
-def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
-                    schedule: optax.Schedule, *, grad_accum_steps: int = 1,
-                    batch_sharding: Optional[NamedSharding] = None, remat: str = "none"):
+def make_train_step(
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    *,
+    grad_accum_steps: int = 1,
+    batch_sharding: Optional[NamedSharding] = None,
+    remat: str = "none",
+):
   """Returns step(state, batch) -> (state, metrics).
 
   A step whose loss or gradients are not finite leaves params and optimizer state unchanged
@@ -97,8 +115,14 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     with remat_policy(remat):
       loss, metrics, grads = accumulate_gradients(
-          loss_fn, state.params, batch, key, state.step, grad_accum_steps=grad_accum_steps,
-          batch_sharding=batch_sharding)
+          loss_fn,
+          state.params,
+          batch,
+          key,
+          state.step,
+          grad_accum_steps=grad_accum_steps,
+          batch_sharding=batch_sharding,
+      )
     finite = jnp.isfinite(loss) & _all_finite(grads)
     updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
@@ -108,9 +132,15 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
         params=keep(new_params, state.params),
         opt_state=keep(new_opt_state, state.opt_state),
         nonfinite_in_a_row=jnp.where(finite, 0, state.nonfinite_in_a_row + 1),
-        nonfinite_total=state.nonfinite_total + (~finite).astype(jnp.int32))
-    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads),
-                   learning_rate=schedule(state.step), skipped=(~finite).astype(jnp.float32))
+        nonfinite_total=state.nonfinite_total + (~finite).astype(jnp.int32),
+    )
+    metrics = dict(
+        metrics,
+        loss=loss,
+        grad_norm=optax.tree.norm(grads),
+        learning_rate=schedule(state.step),
+        skipped=(~finite).astype(jnp.float32),
+    )
     return new_state, metrics
 
   return step
