@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdisco.models.config import conv_output_length
+from jaxdisco.models.config import conv_output_length, valid_frame_lengths
 from jaxdisco.objectives.masking import mask_spans
 from jaxdisco.objectives.negatives import sample_cross_negatives, sample_negatives
 
@@ -66,7 +66,7 @@ class MaskingSpec:
 def _draw_on_host(spec: MaskingSpec, seed, padding_mask):
   mask_key, neg_key, cross_key = jax.random.split(jax.random.key(seed), 3)
   num_frames = int(conv_output_length(padding_mask.shape[-1], spec.conv_spec))
-  lengths = conv_output_length(jnp.sum(~padding_mask, axis=-1), spec.conv_spec)
+  lengths = valid_frame_lengths(padding_mask, spec.conv_spec)
   mask = mask_spans(
       mask_key,
       lengths,

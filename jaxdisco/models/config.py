@@ -169,3 +169,10 @@ def conv_output_length(num_samples, conv_spec: ConvSpec):
   for _, kernel, stride in conv_spec:
     length = (length - kernel) // stride + 1
   return length
+
+
+def valid_frame_lengths(padding_mask, conv_spec: ConvSpec):
+  """Sample padding mask [batch, samples] (True = pad, at the end) -> valid frames [batch]."""
+  import jax.numpy as jnp  # Local: the config module stays importable without touching jax.
+
+  return conv_output_length(jnp.sum(~padding_mask, axis=-1), conv_spec)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from jaxdisco.models.config import ModelConfig, conv_output_length
+from jaxdisco.models.config import ModelConfig, valid_frame_lengths
 from jaxdisco.models.feature_encoder import ConvFeatureEncoder
 from jaxdisco.models.layers import LayerNorm, dense, scale_gradient
 from jaxdisco.models.transformer import TransformerEncoder
@@ -28,8 +28,7 @@ def frame_validity(
   frames = config.num_frames(num_samples)
   if padding_mask is None:
     return jnp.ones((batch, frames), bool)
-  lengths = jnp.sum(~padding_mask, axis=-1)
-  frame_lengths = conv_output_length(lengths, config.conv_spec)
+  frame_lengths = valid_frame_lengths(padding_mask, config.conv_spec)
   return jnp.arange(frames)[None, :] < frame_lengths[:, None]
 
 

@@ -121,7 +121,7 @@ def pretraining_loss(
   """
   from jaxdisco.models.hubert import HubertForPretraining
   from jaxdisco.objectives.masking import mask_spans
-  from jaxdisco.objectives.wav2vec2 import frame_lengths
+  from jaxdisco.models.config import valid_frame_lengths
 
   del step  # No schedule inside the HuBERT loss.
   model = HubertForPretraining(model_config, tuple(num_classes), objective.untie_final_proj)
@@ -131,7 +131,7 @@ def pretraining_loss(
   if mask is None:
     mask = mask_spans(
         mask_key,
-        frame_lengths(batch, model_config),
+        valid_frame_lengths(batch["padding_mask"], model_config.conv_spec),
         num_frames,
         mask_prob=objective.mask_prob,
         mask_length=objective.mask_length,

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 
-from jaxdisco.models.config import ModelConfig, conv_output_length
+from jaxdisco.models.config import ModelConfig, valid_frame_lengths
 from jaxdisco.models.wav2vec2 import Wav2Vec2ForPretraining
 from jaxdisco.objectives.contrastive import contrastive_logits, wav2vec2_loss
 from jaxdisco.objectives.masking import mask_spans
@@ -15,11 +15,6 @@ from jaxdisco.objectives.negatives import sample_cross_negatives, sample_negativ
 from jaxdisco.quantizers.gumbel import gumbel_temperature
 
 Array = jax.Array
-
-
-def frame_lengths(batch: Mapping[str, Array], config: ModelConfig) -> Array:
-  lengths = jnp.sum(~batch["padding_mask"], axis=-1)
-  return conv_output_length(lengths, config.conv_spec)
 
 
 def draw_masks_and_negatives(
@@ -34,7 +29,7 @@ def draw_masks_and_negatives(
   num_frames = model_config.num_frames(batch["waveform"].shape[-1])
   mask = mask_spans(
       mask_key,
-      frame_lengths(batch, model_config),
+      valid_frame_lengths(batch["padding_mask"], model_config.conv_spec),
       num_frames,
       mask_prob=objective.mask_prob,
       mask_length=objective.mask_length,
