@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from jaxdisco.train.checkpoint import load_pretrained_params
 from jaxdisco.train.metrics import read_metrics
@@ -117,3 +118,37 @@ def test_time_interval_checkpoints_and_keep_k(tiny_demo_config, tmp_path):
   train_and_evaluate(c, tmp_path)
   kept = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
   assert kept == [3, 4]
+
+
+def test_consecutive_nonfinite_steps_stop_the_run_and_keep_the_last_good_checkpoint(
+    tiny_demo_config, tmp_path
+):
+  """Audio that turns to NaN while the job is down: every later step is skipped, and after
+  train.max_consecutive_nonfinite of them the run stops with a message naming the kept step."""
+  import soundfile as sf
+  from jaxdisco.train.pretrain import TrainingStopped
+
+  rng = np.random.default_rng(0)
+  (tmp_path / "audio").mkdir()
+  lines = ["audio"]
+  for i in range(8):
+    sf.write(
+        tmp_path / "audio" / f"u{i}.wav", 0.1 * rng.standard_normal(16000), 16000, subtype="FLOAT"
+    )
+    lines.append(f"u{i}.wav\t16000")
+  (tmp_path / "train.tsv").write_text("\n".join(lines) + "\n")
+  c = tiny_demo_config
+  c.data.train_manifest = str(tmp_path / "train.tsv")
+  c.data.valid_manifest = ""
+  c.train.num_steps = 12
+  c.train.max_consecutive_nonfinite = 3
+  train_and_evaluate(c, tmp_path / "run", stop_after=3)
+  for i in range(8):
+    sf.write(tmp_path / "audio" / f"u{i}.wav", np.full(16000, np.nan), 16000, subtype="FLOAT")
+  with pytest.raises(
+      TrainingStopped, match=r"3 consecutive steps had non-finite.*good checkpoint is 3"
+  ):
+    train_and_evaluate(c, tmp_path / "run")
+  _, params, step = load_pretrained_params(tmp_path / "run")
+  assert step == 3
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
