@@ -44,7 +44,7 @@ def _command(tmp_path, processes: int, devices: int, workdir) -> list[str]:
       "--devices_per_process",
       str(devices),
       "--timeout",
-      "300",
+      "540",
       "--",
       sys.executable,
       "-m",
@@ -69,7 +69,7 @@ def _launch(tmp_path, processes: int, devices: int, workdir) -> str:
       _command(tmp_path, processes, devices, workdir),
       capture_output=True,
       text=True,
-      timeout=360,
+      timeout=600,
       env=_ENV,
   )
   assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
@@ -86,7 +86,7 @@ def test_two_processes_preempted_and_resumed_match_one(tmp_path):
       stderr=subprocess.STDOUT,
       text=True,
   )
-  deadline = time.monotonic() + 300
+  deadline = time.monotonic() + 420
   while time.monotonic() < deadline and proc.poll() is None:
     if (two / "metrics.jsonl").exists() and len(_losses(two)) >= 2:
       break
