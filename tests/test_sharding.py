@@ -15,7 +15,7 @@ import pytest
 HERE = pathlib.Path(__file__).resolve().parent
 
 
-def _run_worker(tmp_path, devices: int, task: str, timeout: int = 400) -> dict:
+def _run_worker(tmp_path, devices: int, task: str, timeout: int = 900) -> dict:
   env = dict(
       os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu"
   )
