@@ -1,7 +1,9 @@
 """k-means fit time and quality: jaxdisco vs scikit-learn MiniBatchKMeans (vs faiss if present).
 
-    python benchmarks/kmeans.py            # 1M x 768 frames, K=500 (HuBERT iteration-2 size)
-    python benchmarks/kmeans.py --quick    # 100k x 768, K=100
+    python -m benchmarks.kmeans            # 1M x 768 frames, K=500 (HuBERT iteration-2 size)
+    python -m benchmarks.kmeans --quick    # 100k x 768, K=100, 2 initializations
+
+`main(argv)` returns the table rows (dicts), for a runner that calls every benchmark.
 
 The data is random but clustered (Gaussian blobs, 2K of them, of varied width), float32, the
 same array for every method. jaxdisco and scikit-learn both use the HuBERT reference's settings
@@ -16,6 +18,7 @@ faiss is optional and not a dependency of jaxdisco; to include it: `pip install 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import jax
@@ -38,21 +41,23 @@ def clustered_frames(n: int, dim: int, num_blobs: int, seed: int = 0) -> np.ndar
   return out
 
 
-def main():
+def main(argv=None) -> list[dict]:
+  """Runs the benchmark with command-line `argv` (default sys.argv[1:]); returns the rows."""
   parser = argparse.ArgumentParser(
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
   )
-  parser.add_argument("--quick", action="store_true", help="100k x 768, K=100")
+  parser.add_argument("--quick", action="store_true", help="100k x 768, K=100, n_init 2")
   parser.add_argument("--frames", type=int, default=None)
   parser.add_argument("--dim", type=int, default=768)
   parser.add_argument("--k", type=int, default=None)
-  parser.add_argument("--n-init", type=int, default=20)
+  parser.add_argument("--n-init", type=int, default=None, help="default 20 (quick: 2)")
   parser.add_argument("--max-iter", type=int, default=100)
   parser.add_argument("--faiss-niter", type=int, default=20)
   parser.add_argument("--skip-sklearn", action="store_true")
-  args = parser.parse_args()
+  args = parser.parse_args(sys.argv[1:] if argv is None else argv)
   n = args.frames or (100_000 if args.quick else 1_000_000)
   k = args.k or (100 if args.quick else 500)
+  args.n_init = args.n_init or (2 if args.quick else 20)
 
   t0 = time.perf_counter()
   x = clustered_frames(n, args.dim, 2 * k)
@@ -122,6 +127,7 @@ def main():
 
   base_time = rows[0][1]
   base_inertia = None
+  table = []
   print(
       f"\n| method | wall s | time / jaxdisco | inertia per frame | inertia / jaxdisco "
       f"| notes |\n|---|---:|---:|---:|---:|---|"
@@ -134,6 +140,19 @@ def main():
         f"| {name} | {seconds:.1f} | {seconds / base_time:.2f} | {inertia:.4f} | "
         f"{inertia / base_inertia:.4f} | {note} |"
     )
+    table.append(
+        {
+            "method": name,
+            "frames": n,
+            "dim": args.dim,
+            "k": k,
+            "seconds": seconds,
+            "inertia_per_frame": inertia,
+            "inertia_vs_jaxdisco": inertia / base_inertia,
+            "notes": note,
+        }
+    )
+  return table
 
 
 if __name__ == "__main__":

@@ -12,3 +12,12 @@ def load_pretrained(path):
   from jaxdisco.pretrained import load_pretrained as _load
 
   return _load(path)
+
+
+def __getattr__(name):
+  # `jaxdisco.Tokenizer` without importing jax at `import jaxdisco`.
+  if name == "Tokenizer":
+    from jaxdisco.tokenizer import Tokenizer
+
+    return Tokenizer
+  raise AttributeError(f"module 'jaxdisco' has no attribute {name!r}")

@@ -29,11 +29,32 @@ def _eval_units():
   return eval_units
 
 
+def _hubert_iterate():
+  from jaxdisco.commands import hubert_iterate
+
+  return hubert_iterate
+
+
+def _export_tokenizer():
+  from jaxdisco.commands import export_tokenizer
+
+  return export_tokenizer
+
+
+def _tokenize():
+  from jaxdisco.commands import tokenize
+
+  return tokenize
+
+
 # Command name -> loader of its module. One explicit entry per command.
 COMMANDS = {
     "pretrain": _pretrain,
     "eval-units": _eval_units,
     "prepare-data": _prepare_data,
+    "export-tokenizer": _export_tokenizer,
+    "tokenize": _tokenize,
+    "hubert-iterate": _hubert_iterate,
 }
 
 

@@ -1,4 +1,5 @@
-"""Dumping one layer's features of a trained model for k-means (HuBERT iteration 2+).
+"""Dumping one layer's features of a trained model for k-means (HuBERT iteration 2+); any
+per-utterance features (e.g. MFCCs) with `dump_features`.
 
 Output: `out_dir/features-XXXXX-of-NNNNN.npz` shards, each with the valid frames of its
 utterances concatenated (`features` float32 [frames, dim]), per-utterance `lengths` and `ids`,
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 from etils import epath
@@ -44,24 +45,48 @@ def dump_layer_features(
   utterance of `manifest`. Returns `out_dir`."""
   if not isinstance(manifest, manifest_lib.Manifest):
     manifest = manifest_lib.read_manifest(manifest)
-  out = epath.Path(out_dir)
-  out.mkdir(parents=True, exist_ok=True)
-  num_shards = max(1, -(-len(manifest) // utterances_per_shard))
   meta = {
       "layer": int(layer),
       "convention": "hidden_states[layer]: output of Transformer layer `layer` (1-based); 0 is "
       "the Transformer input",
       "dim": int(pretrained.config.embed_dim),
-      "manifest": str(manifest.path),
-      "num_shards": num_shards,
   }
+  return dump_features(
+      lambda indices: _featurize(pretrained, manifest, indices, layer, batch_size, normalize),
+      manifest,
+      out_dir,
+      meta,
+      utterances_per_shard=utterances_per_shard,
+      process_index=process_index,
+      process_count=process_count,
+      progress=progress,
+  )
+
+
+def dump_features(
+    featurize: Callable[[list[int]], list[np.ndarray]],
+    manifest: manifest_lib.Manifest,
+    out_dir: PathLike,
+    meta: dict,
+    *,
+    utterances_per_shard: int = 256,
+    process_index: int = 0,
+    process_count: int = 1,
+    progress=print,
+) -> epath.Path:
+  """Writes `featurize(indices)` (per utterance `[frames, meta["dim"]]`) of every utterance of
+  `manifest` as resumable shards (see the module doc) plus `meta.json`. Returns `out_dir`."""
+  out = epath.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  num_shards = max(1, -(-len(manifest) // utterances_per_shard))
+  meta = {**meta, "manifest": str(manifest.path), "num_shards": num_shards}
   (out / "meta.json").write_text(json.dumps(meta, indent=2))
   for k in range(process_index, num_shards, process_count):
     target = out / _shard_name(k, num_shards)
     if target.exists():
       continue
     indices = range(k * utterances_per_shard, min((k + 1) * utterances_per_shard, len(manifest)))
-    features = _featurize(pretrained, manifest, list(indices), layer, batch_size, normalize)
+    features = featurize(list(indices))
     tmp = out / (target.name + ".tmp")
     with tmp.open("wb") as f:
       np.savez(
@@ -102,11 +127,10 @@ def _featurize(pretrained, manifest, indices, layer, batch_size, normalize) -> l
   return [result[i] for i in indices]
 
 
-def load_layer_features(out_dir: PathLike) -> tuple[list[np.ndarray], list[str]]:
-  """All shards of a dump, in manifest order: (per-utterance [frames, dim] arrays, ids)."""
+def iter_feature_shards(out_dir: PathLike):
+  """Yields each shard of a dump in order: (per-utterance `[frames, dim]` arrays, ids)."""
   out = epath.Path(out_dir)
   meta = json.loads((out / "meta.json").read_text())
-  features, ids = [], []
   for k in range(meta["num_shards"]):
     path = out / _shard_name(k, meta["num_shards"])
     if not path.exists():
@@ -114,6 +138,13 @@ def load_layer_features(out_dir: PathLike) -> tuple[list[np.ndarray], list[str]]
     with path.open("rb") as f:
       data = np.load(f)
       bounds = np.cumsum(data["lengths"])[:-1]
-      features.extend(np.split(data["features"], bounds))
-      ids.extend(str(i) for i in data["ids"])
+      yield np.split(data["features"], bounds), [str(i) for i in data["ids"]]
+
+
+def load_layer_features(out_dir: PathLike) -> tuple[list[np.ndarray], list[str]]:
+  """All shards of a dump, in manifest order: (per-utterance [frames, dim] arrays, ids)."""
+  features, ids = [], []
+  for shard_features, shard_ids in iter_feature_shards(out_dir):
+    features.extend(shard_features)
+    ids.extend(shard_ids)
   return features, ids

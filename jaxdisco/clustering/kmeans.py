@@ -232,7 +232,7 @@ def _sq_distances(x, centers, centers_sq, precision):
   return jnp.maximum(x_sq - 2.0 * dots + centers_sq[None, :], 0.0)
 
 
-def _nearest(x, centers, precision):
+def nearest_centroids(x, centers, precision):
   """`[n, dim]` → (int32 labels `[n]`, squared distances `[n]`)."""
   d = _sq_distances(x, centers, jnp.sum(centers * centers, axis=1), precision)
   labels = jnp.argmin(d, axis=1).astype(jnp.int32)
@@ -256,7 +256,7 @@ def _full_pass(x, valid, centers, *, per_lane, precision):
   def body(i, carry):
     sums, counts, inertia = carry
     xs, ws = _lane_chunk(x, valid, i, per_lane)
-    labels, d = _nearest(xs, centers, precision)
+    labels, d = nearest_centroids(xs, centers, precision)
     sums = sums + jax.ops.segment_sum(xs * ws[:, None], labels, k)
     counts = counts + jax.ops.segment_sum(ws, labels, k)
     return sums, counts, inertia + jnp.sum(d * ws)
@@ -273,7 +273,7 @@ def _farthest(x, valid, centers, *, per_lane, precision):
   def body(i, carry):
     best_d, best_x = carry
     xs, ws = _lane_chunk(x, valid, i, per_lane)
-    _, d = _nearest(xs, centers, precision)
+    _, d = nearest_centroids(xs, centers, precision)
     d = jnp.where(ws > 0, d, -1.0)
     all_d = jnp.concatenate([best_d, d])
     top_d, top_i = lax.top_k(all_d, k)
@@ -362,7 +362,7 @@ def _chunked_inertia(x, w, centers, chunk_size, precision):
   pad = -n % chunk_size
   x = jnp.concatenate([x, jnp.zeros((pad, dim), x.dtype)])
   w = jnp.concatenate([w, jnp.zeros((pad,), w.dtype)])
-  _, d = lax.map(lambda xs: _nearest(xs, centers, precision), x.reshape(-1, chunk_size, dim))
+  _, d = lax.map(lambda xs: nearest_centroids(xs, centers, precision), x.reshape(-1, chunk_size, dim))
   return jnp.sum(d.reshape(-1) * w)
 
 
@@ -398,7 +398,7 @@ def _minibatch(
     step, centers, counts, key, ewa, ewa_min, stale, _ = state
     key, sub = jax.random.split(key)
     xb, wb = _sample_rows(sub, x, valid, per_lane)
-    labels, d = _nearest(xb, centers, precision)
+    labels, d = nearest_centroids(xb, centers, precision)
     batch_inertia = jnp.sum(d * wb) / jnp.sum(wb)
     batch_sums = jax.ops.segment_sum(xb * wb[:, None], labels, k)
     batch_counts = jax.ops.segment_sum(wb, labels, k)
@@ -600,7 +600,7 @@ def fit_kmeans(
 @functools.partial(jax.jit, static_argnames=("chunk_size", "precision"))
 def _assign_block(x, centroids, chunk_size, precision):
   labels, d = lax.map(
-      lambda xs: _nearest(xs, centroids, _PRECISIONS[precision]),
+      lambda xs: nearest_centroids(xs, centroids, _PRECISIONS[precision]),
       x.reshape(-1, chunk_size, x.shape[1]),
   )
   return labels.reshape(-1), d.reshape(-1)

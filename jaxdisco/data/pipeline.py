@@ -55,7 +55,7 @@ from jaxdisco.data import span_masks
 ManifestLike = Union[manifest_lib.Manifest, sources_lib.PreparedSource, manifest_lib.PathLike]
 
 # Same epsilon as torch's layer_norm, which is how the reference normalizes.
-_NORMALIZE_EPS = 1e-5
+NORMALIZE_EPS = 1e-5
 
 
 class _ManifestReader:
@@ -135,7 +135,7 @@ def normalize_waveform(waveform: np.ndarray) -> np.ndarray:
   """Zero mean, unit variance over all of `waveform` (float32 `[samples]`)."""
   mean = waveform.mean()
   variance = waveform.var()
-  return ((waveform - mean) / np.sqrt(variance + _NORMALIZE_EPS)).astype(np.float32)
+  return ((waveform - mean) / np.sqrt(variance + NORMALIZE_EPS)).astype(np.float32)
 
 
 def _fit_to_length(waveform: np.ndarray, crop_samples: int, start: int) -> dict[str, np.ndarray]:

@@ -49,3 +49,21 @@ def sample_cross_negatives(key: Array, mask: Array, num_negatives: int) -> Array
   draws = jnp.where(draws >= own_rank[..., None], draws + 1, draws)
   draws = jnp.minimum(draws, jnp.maximum(total - 1, 0))
   return masked_positions[draws]
+
+
+def sample_negatives_in_prefix(
+    key: Array, lengths: Array, frames: int, num_negatives: int
+) -> Array:
+  """`sample_negatives` for a mask that is a prefix (the first `lengths[b]` frames of each row,
+  e.g. the valid frames of padded-at-the-end utterances): same distribution, no sort.
+
+  For every frame t, `num_negatives` frames of [0, length) other than t, uniform and
+  independent. lengths: [batch] int. Returns [batch, frames, num_negatives] int32; rows of
+  frames t >= length hold arbitrary valid indices.
+  """
+  batch = lengths.shape[0]
+  high = jnp.maximum(lengths - 1, 1)[:, None, None]
+  draws = jnp.floor(jax.random.uniform(key, (batch, frames, num_negatives)) * high)
+  draws = draws.astype(jnp.int32)
+  draws = jnp.where(draws >= jnp.arange(frames)[None, :, None], draws + 1, draws)
+  return jnp.minimum(draws, jnp.maximum(lengths - 1, 0)[:, None, None])

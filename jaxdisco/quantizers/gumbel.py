@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from jaxdisco.models.layers import gelu
+
 Array = jax.Array
 
 _LOG_EPS = 1e-7  # The reference's epsilon inside log() of the perplexity.
@@ -70,11 +72,28 @@ class QuantizerOutput(NamedTuple):
   code_perplexity: Array  # scalar, of the hard codes (diagnostic)
 
 
+def _dense(features: int, axes: tuple[str, str], kernel_init, name: str) -> nn.Dense:
+  return nn.Dense(
+      features,
+      name=name,
+      param_dtype=jnp.float32,
+      dtype=jnp.float32,
+      kernel_init=nn.with_logical_partitioning(kernel_init, axes),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]),
+  )
+
+
 class GumbelQuantizer(nn.Module):
   num_vars: int = 320
   num_groups: int = 2
   codevector_dim: int = 256
   init_std: float = 1.0
+  # vq-wav2vec's variant (defaults keep wav2vec 2.0's): `proj_depth` > 1 puts proj_depth - 1
+  # Dense(2 * in) + GELU layers before the logits, all with PyTorch's default init as in the
+  # reference (init_std then unused); `combine_groups` shares one set of V codevectors
+  # between the groups.
+  proj_depth: int = 1
+  combine_groups: bool = False
 
   @nn.compact
   def __call__(
@@ -82,22 +101,22 @@ class GumbelQuantizer(nn.Module):
   ) -> QuantizerOutput:
     """x: [batch, frames, in]; weights: [batch, frames] frames counted in the perplexities."""
     g, v = self.num_groups, self.num_vars
-    proj = nn.Dense(
-        g * v,
-        name="logits",
-        param_dtype=jnp.float32,
-        dtype=jnp.float32,
-        kernel_init=nn.with_logical_partitioning(
-            nn.initializers.normal(self.init_std), ("conv_out", "vocab")
-        ),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),
-    )
+    h, in_axis = x.astype(jnp.float32), "conv_out"
+    kernel_init = nn.initializers.normal(self.init_std)
+    if self.proj_depth > 1:
+      kernel_init = nn.initializers.variance_scaling(1.0 / 3, "fan_in", "uniform")
+    for i in range(self.proj_depth - 1):
+      h = gelu(_dense(2 * x.shape[-1], (in_axis, "mlp"), kernel_init, f"logits_hidden_{i}")(h))
+      in_axis = "mlp"
+    proj = _dense(g * v, (in_axis, "vocab"), kernel_init, "logits")
     codebook = self.param(
         "codevectors",
         nn.with_logical_partitioning(nn.initializers.uniform(1.0), ("vocab", None)),
-        (g * v, self.codevector_dim // g),
+        ((1 if self.combine_groups else g) * v, self.codevector_dim // g),
     )
-    logits = proj(x.astype(jnp.float32)).reshape(*x.shape[:-1], g, v)
+    if self.combine_groups:
+      codebook = jnp.tile(codebook, (g, 1))
+    logits = proj(h).reshape(*x.shape[:-1], g, v)
     one_hot, codes = gumbel_quantize(logits, key, temperature)
     prob_ppl = perplexity(jax.nn.softmax(logits, axis=-1), weights)
     code_ppl = perplexity(jax.lax.stop_gradient(jax.nn.one_hot(codes, v)), weights)

@@ -106,7 +106,7 @@ def restore_latest(
   return restored["state"], step
 
 
-def _find_checkpoint(path: epath.Path) -> tuple[epath.Path, dict]:
+def find_checkpoint(path: epath.Path) -> tuple[epath.Path, dict]:
   """A workdir (newest step), a checkpoints/ dir, or one step dir -> (step dir, meta)."""
   candidates = [path, path / "checkpoints"]
   for candidate in candidates:
@@ -135,10 +135,16 @@ def _find_checkpoint(path: epath.Path) -> tuple[epath.Path, dict]:
 def load_pretrained_params(path) -> tuple[ModelConfig, dict, int]:
   """Params of a training checkpoint for inference, on the default device.
 
-  Returns (ModelConfig, {'params': ...} in the pretraining layout, step).
+  Returns (ModelConfig, or VqWav2VecConfig for a vq-wav2vec run; {'params': ...} in the
+  pretraining layout; step).
   """
-  step_dir, meta = _find_checkpoint(epath.Path(path))
-  config = ModelConfig.from_dict(meta["config"]["model"])
+  step_dir, meta = find_checkpoint(epath.Path(path))
+  if meta["config"].get("method") == "vq_wav2vec":
+    from jaxdisco.models.vq_wav2vec_config import VqWav2VecConfig
+
+    config = VqWav2VecConfig.from_dict(meta["config"]["model"])
+  else:
+    config = ModelConfig.from_dict(meta["config"]["model"])
   # Restore every array whole onto the default device, whatever mesh wrote it (a checkpoint
   # from 256 TPU chips loads on one CPU).
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])

@@ -19,6 +19,10 @@ def check_pretrain_config(config, num_devices: int | None = None) -> ModelConfig
 
   `num_devices` overrides the device count the mesh is checked against (AOT lowering for a
   pod from a machine without one)."""
+  if config.get("method", "wav2vec2") == "vq_wav2vec":  # Another model family: its own checks.
+    from jaxdisco.train.vq_wav2vec_checks import check_vq_wav2vec_config
+
+    return check_vq_wav2vec_config(config, num_devices)
   try:
     model = ModelConfig.from_dict(config.model.to_dict())
   except (TypeError, ValueError) as e:
@@ -50,18 +54,14 @@ def check_pretrain_config(config, num_devices: int | None = None) -> ModelConfig
   )
   method = config.get("method", "wav2vec2")
   _require(
-      method in ("wav2vec2", "hubert"), f"method: expected 'wav2vec2' or 'hubert', got {method!r}"
+      method in ("wav2vec2", "hubert"),
+      f"method: expected 'wav2vec2', 'hubert' or 'vq_wav2vec', got {method!r}",
   )
   if method == "wav2vec2":
     _require(
         obj.num_negatives >= 1, f"objective.num_negatives: expected >= 1, got {obj.num_negatives}"
     )
-    start, end, decay = obj.gumbel_temperature
-    _require(
-        start >= end > 0 and 0 < decay <= 1,
-        f"objective.gumbel_temperature: expected (start >= end > 0, 0 < decay <= 1), got "
-        f"{tuple(obj.gumbel_temperature)}",
-    )
+    check_gumbel_temperature(obj)
   else:
     _require(
         bool(config.labels.train),
@@ -79,6 +79,22 @@ def check_pretrain_config(config, num_devices: int | None = None) -> ModelConfig
         f"objective.label_rate ({obj.label_rate} Hz) must divide data.sample_rate "
         f"({data.sample_rate}) and data.crop_samples ({data.crop_samples}) into whole labels",
     )
+  check_optim_and_train(config)
+  return model
+
+
+def check_gumbel_temperature(obj) -> None:
+  start, end, decay = obj.gumbel_temperature
+  _require(
+      start >= end > 0 and 0 < decay <= 1,
+      f"objective.gumbel_temperature: expected (start >= end > 0, 0 < decay <= 1), got "
+      f"{tuple(obj.gumbel_temperature)}",
+  )
+
+
+def check_optim_and_train(config) -> None:
+  """The optimizer and train-loop fields, common to every method."""
+  optim, train = config.optim, config.train
   _require(optim.lr > 0, f"optim.lr: expected > 0, got {optim.lr}")
   _require(
       0 <= optim.warmup_steps <= train.num_steps,
@@ -98,7 +114,6 @@ def check_pretrain_config(config, num_devices: int | None = None) -> ModelConfig
       train.remat in REMAT_POLICIES,
       f"train.remat: expected one of {sorted(REMAT_POLICIES)}, got {train.remat!r}",
   )
-  return model
 
 
 def _check_parallel(config, num_devices: int | None) -> None:

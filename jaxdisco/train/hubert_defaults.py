@@ -36,4 +36,30 @@ def hubert_defaults() -> ml_collections.ConfigDict:
   c.data.batch_size = 176  # ~1.4M samples x 32 GPUs of the reference / 250k crop.
   c.optim.clip_norm = 10.0
   c.train.num_steps = 250_000  # Iteration 1; iteration 2 runs 400k.
+  c.loop = hubert_loop_defaults()
   return c
+
+
+def hubert_loop_defaults() -> ml_collections.ConfigDict:
+  """Fields of `jaxdisco hubert-iterate` (`jaxdisco.train.hubert_loop`), BASE values.
+
+  The loop trains each iteration with the rest of the config, overriding only
+  `train.num_steps`, `labels.*` and `objective.label_rate` per iteration.
+  """
+  loop = ml_collections.ConfigDict()
+  loop.mfcc_k = 100  # K of the k-means of 39-d MFCCs: iteration-1 targets.
+  loop.layer_k = 500  # K of the k-means of model layers: iteration-2 targets (and it. 2 units).
+  loop.layer = 6  # hidden_states index clustered (output of Transformer layer `layer`, 1-based).
+  loop.steps = (250_000, 400_000)  # train.num_steps of iterations 1 and 2.
+  loop.mfcc_label_rate = 100.0  # Hz; MFCC hop is 10 ms.
+  loop.feature_label_rate = 50.0  # Hz; data.sample_rate / the conv encoder's total stride.
+  loop.kmeans_fraction = 0.1  # Share of train utterances k-means is fitted on (the reference's).
+  loop.kmeans_batch_size = 10_000  # MiniBatchKMeans settings of the reference.
+  loop.kmeans_n_init = 20
+  loop.kmeans_max_iter = 100
+  loop.kmeans_seed = 0
+  loop.evaluate_iteration2 = True  # Also dump + cluster iteration 2's layer (units for it. 3).
+  loop.train_alignments = ""  # Phone alignments (JSONL) of data.train_manifest: unit quality.
+  loop.valid_alignments = ""  # ... of data.valid_manifest.
+  loop.utterances_per_shard = 256  # Feature dump shard size (resumable unit of a dump).
+  return loop

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +24,9 @@ class Method:
   loss: Callable  # loss(params, batch, key, step, *, model_config, objective, train, **extra)
   loss_kwargs: Callable[[Any], dict]  # run config -> extra keyword arguments of `loss`
   batch_fields: tuple[str, ...]
+  # (batch_shape) -> (args, kwargs) of `model.init` after the rng dict; None: the masked
+  # prediction models' (waveform, None, mask).
+  init_inputs: Optional[Callable[[tuple[int, int]], tuple[tuple, dict]]] = None
 
   def boxed_init_fn(self, model_config: ModelConfig, config, batch_shape, seed: int):
     """() -> {'params': ...} with logically partitioned leaves (shapes depend on the crop)."""
@@ -32,9 +35,12 @@ class Method:
     kwargs = {"temperature": 2.0} if self.name == "wav2vec2" else {}
 
     def init():
+      keys = {"params": jax.random.key(seed), "dropout": jax.random.key(seed + 1)}
+      if self.init_inputs is not None:
+        args, extra = self.init_inputs(batch_shape)
+        return model.init(keys, *args, **extra)
       wav = jnp.zeros(batch_shape, jnp.float32)
       mask = jnp.zeros((batch_shape[0], frames), bool)
-      keys = {"params": jax.random.key(seed), "dropout": jax.random.key(seed + 1)}
       return model.init(keys, wav, None, mask, **kwargs)
 
     return init
@@ -75,7 +81,27 @@ def _hubert() -> Method:
   )
 
 
-METHODS: dict[str, Callable[[], Method]] = {"wav2vec2": _wav2vec2, "hubert": _hubert}
+def _vq_wav2vec() -> Method:
+  from jaxdisco.models.wav2vec1 import VqWav2Vec
+  from jaxdisco.objectives import vq_wav2vec
+
+  return Method(
+      name="vq_wav2vec",
+      build_model=lambda model_config, config: VqWav2Vec(
+          model_config, config.objective.kmeans_gamma
+      ),
+      loss=vq_wav2vec.pretraining_loss,
+      loss_kwargs=lambda config: {},
+      batch_fields=("waveform", "padding_mask"),
+      init_inputs=lambda batch_shape: ((jnp.zeros(batch_shape, jnp.float32),), {}),
+  )
+
+
+METHODS: dict[str, Callable[[], Method]] = {
+    "wav2vec2": _wav2vec2,
+    "hubert": _hubert,
+    "vq_wav2vec": _vq_wav2vec,
+}
 
 
 def get_method(name: str) -> Method:

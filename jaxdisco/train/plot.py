@@ -15,13 +15,15 @@ _PANELS = (
 
 
 def plot_curves(workdir, filename: str = "curves.png") -> epath.Path:
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  # A Figure with its own Agg canvas, not pyplot: switching the global backend to Agg would
+  # stop a notebook (Colab) that trains in-process from showing its own plots.
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
 
   rows = read_metrics(workdir)
-  fig, axes = plt.subplots(1, len(_PANELS), figsize=(4 * len(_PANELS), 3.2))
+  fig = Figure(figsize=(4 * len(_PANELS), 3.2))
+  FigureCanvasAgg(fig)
+  axes = fig.subplots(1, len(_PANELS))
   for ax, (key, title) in zip(axes, _PANELS):
     for prefix, style in (("", "-"), ("valid_", "o--")):
       points = [(r["step"], r[prefix + key]) for r in rows if prefix + key in r]
@@ -36,5 +38,4 @@ def plot_curves(workdir, filename: str = "curves.png") -> epath.Path:
   fig.tight_layout()
   out = epath.Path(workdir) / filename
   fig.savefig(str(out), dpi=100)
-  plt.close(fig)
   return out
