@@ -362,7 +362,9 @@ def _chunked_inertia(x, w, centers, chunk_size, precision):
   pad = -n % chunk_size
   x = jnp.concatenate([x, jnp.zeros((pad, dim), x.dtype)])
   w = jnp.concatenate([w, jnp.zeros((pad,), w.dtype)])
-  _, d = lax.map(lambda xs: nearest_centroids(xs, centers, precision), x.reshape(-1, chunk_size, dim))
+  _, d = lax.map(
+      lambda xs: nearest_centroids(xs, centers, precision), x.reshape(-1, chunk_size, dim)
+  )
   return jnp.sum(d.reshape(-1) * w)
 
 
