@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+import jaxdisco
 from jaxdisco.data.audio import AudioError
 from jaxdisco.data.manifest import ManifestError
 from jaxdisco.train.checkpoint import CheckpointMismatchError, load_pretrained_params
@@ -67,6 +68,10 @@ def test_relative_workdir(tiny_demo_config, tmp_path, monkeypatch):
   summary = train_and_evaluate(tiny_demo_config, "relative-run")
   assert summary["step"] == 3
   assert (tmp_path / "relative-run" / "checkpoints" / "3").exists()
+  # ... and so must loading it back the README's way, `jaxdisco.load_pretrained("demo-run")`.
+  model = jaxdisco.load_pretrained("relative-run")
+  out = model.extract_features(np.zeros((1, 16_000), np.float32))
+  assert out["last_hidden_state"].shape == (1, 49, tiny_demo_config.model.embed_dim)
 
 
 def test_resume_after_stop_equals_uninterrupted_run(tiny_demo_config, tmp_path):

@@ -9,6 +9,7 @@ Layout of a workdir:
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Optional
 
 import grain
@@ -138,6 +139,9 @@ def load_pretrained_params(path) -> tuple[ModelConfig, dict, int]:
   Returns (ModelConfig, or VqWav2VecConfig for a vq-wav2vec run; {'params': ...} in the
   pretraining layout; step).
   """
+  path = str(path)
+  if "://" not in path:
+    path = os.path.abspath(path)  # Orbax misreads relative paths.
   step_dir, meta = find_checkpoint(epath.Path(path))
   if meta["config"].get("method") == "vq_wav2vec":
     from jaxdisco.models.vq_wav2vec_config import VqWav2VecConfig
