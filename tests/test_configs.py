@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from conftest import load_config, shrink_for_tests
+from conftest import REPO, load_config, shrink_for_tests
 from jaxdisco.models.config import ModelConfig
 from jaxdisco.models.wav2vec2 import Wav2Vec2ForPretraining
 from jaxdisco.train.config_checks import check_pretrain_config
@@ -77,3 +77,13 @@ def test_demo_learns_on_a_shortened_run(tmp_path):
   end_loss = np.mean([r["contrastive_loss"] for r in end])
   assert end_loss < plateau_loss - 0.1, (plateau_loss, end_loss)
   assert min(r["code_perplexity"] for s, r in rows.items() if s >= 100) > 6.0  # collapse is 2
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "configs").glob("*.py")))
+def test_every_shipped_config_passes_the_pretraining_checks(name):
+  """Each file in configs/ loads and validates at its own (full) size; the tests above and in
+  test_hubert_training.py, test_hubert_loop.py and test_vq_wav2vec.py train them at tiny size."""
+  config = load_config(name)
+  if config.method == "hubert":
+    config.labels.train = "train.km"  # Labels are the one input HuBERT configs cannot ship.
+  check_pretrain_config(config)

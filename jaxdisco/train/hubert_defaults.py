@@ -32,7 +32,9 @@ def hubert_defaults() -> ml_collections.ConfigDict:
   c.labels.valid = ""
   c.labels.num_classes = 100  # K of the k-means that wrote the labels.
 
-  c.data.crop_samples = 250_000
+  # The reference crops to 250k samples; 249,920 = 781 frames of 320 samples keeps 50 Hz and
+  # 100 Hz labels whole (the label check refuses a crop that splits a label).
+  c.data.crop_samples = 249_920
   c.data.batch_size = 176  # ~1.4M samples x 32 GPUs of the reference / 250k crop.
   c.optim.clip_norm = 10.0
   c.train.num_steps = 250_000  # Iteration 1; iteration 2 runs 400k.
