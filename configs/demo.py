@@ -15,22 +15,16 @@ For a 30-second smoke run add `--config.train.num_steps=50`.
 """
 
 from jaxdisco.assets import demo_corpus_dir
-from jaxdisco.train.defaults import wav2vec2_defaults
+from jaxdisco.train.defaults import demo_backbone, wav2vec2_defaults
 
 
 def get_config():
   c = wav2vec2_defaults()
   m = c.model
-  m.conv_layers = "[(64, 10, 5)] + [(64, 3, 2)] * 4 + [(64, 2, 2)] * 2"
-  m.extractor_mode = "layer_norm"
-  m.conv_bias = True
-  m.layer_norm_first = True
-  m.embed_dim, m.num_layers, m.num_heads, m.ffn_dim = 128, 2, 4, 512
-  m.pos_conv_kernel, m.pos_conv_groups = 32, 8
+  demo_backbone(m)
+  m.num_layers = 2
   m.final_dim = 128
   m.latent_vars, m.latent_groups = 16, 2
-  m.dropout = m.attention_dropout = 0.05
-  m.dropout_input = m.dropout_features = 0.05
   m.layerdrop = 0.0
   c.objective.num_negatives = 20
   c.objective.gumbel_temperature = (2.0, 0.5, 0.999)  # Reaches 0.5 within the run.

@@ -20,22 +20,17 @@ Unit quality of a full run (K = 50, layer 2; train / valid PNMI): MFCC 0.425 / 0
 """
 
 from jaxdisco.assets import demo_corpus_dir
+from jaxdisco.train.defaults import demo_backbone
 from jaxdisco.train.hubert_defaults import hubert_defaults
 
 
 def get_config():
   c = hubert_defaults()
   m = c.model
-  m.conv_layers = "[(64, 10, 5)] + [(64, 3, 2)] * 4 + [(64, 2, 2)] * 2"
-  m.extractor_mode = "layer_norm"
-  m.conv_bias = True
-  m.layer_norm_first = True
-  m.embed_dim, m.num_layers, m.num_heads, m.ffn_dim = 128, 3, 4, 512
-  m.pos_conv_kernel, m.pos_conv_groups = 32, 8
+  demo_backbone(m)
+  m.num_layers = 3
   m.final_dim = 64
   m.feature_grad_mult = 1.0
-  m.dropout = m.attention_dropout = 0.05
-  m.dropout_input = m.dropout_features = 0.05
   m.layerdrop = 0.0
 
   corpus = demo_corpus_dir()

@@ -85,3 +85,17 @@ def wav2vec2_defaults() -> ml_collections.ConfigDict:
   # count; fixing it keeps the data order the same for any number of hosts.
   c.data.input_shards = 0
   return c
+
+
+def demo_backbone(m: ml_collections.ConfigDict) -> None:
+  """The CPU-demo backbone shared by configs/demo.py and configs/hubert_demo.py: a 64-channel
+  layer-norm conv encoder with bias and a pre-LN Transformer 128 wide (LARGE-style norms: BASE's
+  group-norm encoder trains too slowly at this size). The configs set depth and heads."""
+  m.conv_layers = "[(64, 10, 5)] + [(64, 3, 2)] * 4 + [(64, 2, 2)] * 2"
+  m.extractor_mode = "layer_norm"
+  m.conv_bias = True
+  m.layer_norm_first = True
+  m.embed_dim, m.num_heads, m.ffn_dim = 128, 4, 512
+  m.pos_conv_kernel, m.pos_conv_groups = 32, 8
+  m.dropout = m.attention_dropout = 0.05
+  m.dropout_input = m.dropout_features = 0.05
