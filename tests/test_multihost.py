@@ -77,16 +77,9 @@ def _launch(tmp_path, processes: int, devices: int, workdir) -> str:
   return proc.stdout
 
 
-# Quarantined: on this 2-core machine the two gloo processes sometimes fail outside the code
-# under test: a process aborts in XLA's CoordinationServiceAgent::SetError right after the
-# agreed preemption save, or a later collective's gloo context times out after its fixed 30 s
-# when one process compiles much longer than the other. Seen in 2 of 3 runs on 2026-11-25
-# (one of them on an idle machine); the same scenario run by hand passed. Single-process
-# SIGTERM resume is covered, unquarantined, in test_fault_tolerance.py.
-@pytest.mark.xfail(
-    reason="flaky on 2 CPU cores: gloo/coordination-service aborts around preemption",
-    strict=False,
-)
+# Before each new program's first run the processes compile and then meet at a coordination-
+# service barrier (`distributed.run_in_lockstep`): without it, gloo's fixed 30 s connect timeout
+# failed this test whenever one process compiled or restored much longer than the other.
 def test_two_processes_preempted_and_resumed_match_one(tmp_path):
   (tmp_path / "tiny.py").write_text(CONFIG)
   two = tmp_path / "two"

@@ -204,7 +204,7 @@ def train_and_evaluate(config, workdir, *, stop_after: int | None = None) -> dic
       ckpt.check_compatible(json.loads(config_file.read_text()), config_dict, str(config_file))
     config_file.write_text(json.dumps(config_dict, indent=2))
   if jax.process_count() > 1:
-    multihost_utils.sync_global_devices("jaxdisco_config_checked")
+    distributed.barrier("config_checked")
 
   data, train, objective = config.data, config.train, config.objective
   masking = (
@@ -269,6 +269,8 @@ def train_and_evaluate(config, workdir, *, stop_after: int | None = None) -> dic
       donate_argnums=0,
   )
   eval_step = jax.jit(make_eval_step(loss_fn), in_shardings=(state_sharding.params, batch_sharding))
+  train_step = distributed.run_in_lockstep(train_step, "train_step")
+  eval_step = distributed.run_in_lockstep(eval_step, "eval_step")
 
   writer = MetricsWriter(workdir, enabled=distributed.is_main_process())
   progress = Progress(total_steps, start)
