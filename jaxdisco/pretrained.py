@@ -21,7 +21,8 @@ class Pretrained:
   """A backbone ready for inference.
 
   config: the ModelConfig; params: `{'params': {'backbone': ..., <optional heads>}}`;
-  model_type: "wav2vec2" or "hubert" (the HF model_type it exports as).
+  model_type: "wav2vec2" or "hubert" (the HF model_type it exports as), or "vq_wav2vec" (a
+  VqWav2VecConfig model: for `export_tokenizer(units="vq_wav2vec")` only).
   """
 
   config: ModelConfig
@@ -140,8 +141,11 @@ def load_pretrained(path: str | os.PathLike) -> Pretrained:
   cfg, params = loaded[0], loaded[1]  # A third element, if any, is the training step.
   if "params" not in params:
     params = {"params": params}
-  # jaxdisco pretraining checkpoints are wav2vec 2.0 models (quantizer + projection heads).
-  return Pretrained(cfg, params, "wav2vec2")
+  # jaxdisco pretraining checkpoints are wav2vec 2.0 models (quantizer + projection heads),
+  # or vq-wav2vec models (their config is a VqWav2VecConfig): only the tokenizer export reads
+  # those, extract_features does not apply.
+  model_type = "wav2vec2" if isinstance(cfg, ModelConfig) else "vq_wav2vec"
+  return Pretrained(cfg, params, model_type)
 
 
 def _is_hf_directory(path: str) -> bool:

@@ -92,9 +92,15 @@ class Tokenizer:
       )
     if verify:
       _verify(directory, manifest)
+    if manifest.get("model_type") == "vq_wav2vec":
+      from jaxdisco.models.vq_wav2vec_config import VqWav2VecConfig  # pylint: disable=g-import-not-at-top
+
+      config = VqWav2VecConfig.from_dict(manifest["model_config"])
+    else:
+      config = ModelConfig.from_dict(manifest["model_config"])
     spec = unit_kinds.TokenizerSpec(
         kind=manifest["units"],
-        config=ModelConfig.from_dict(manifest["model_config"]),
+        config=config,
         layer=manifest["layer"] or 0,
         normalize=bool(manifest["normalize"]),
         num_groups=int(manifest["num_groups"]),

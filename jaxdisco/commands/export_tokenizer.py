@@ -1,5 +1,5 @@
 """`jaxdisco export-tokenizer --workdir DIR --out DIR [--layer L --centroids PATH]
-[--units kmeans|codebook] [--export-lengths 16000,32000,...]`: writes a frozen tokenizer
+[--units kmeans|codebook|vq_wav2vec] [--export-lengths 16000,32000,...]`: writes a frozen tokenizer
 directory (see `jaxdisco.export.tokenizer`). `--workdir` is a training workdir / checkpoint or a
 Hugging Face directory."""
 
@@ -13,7 +13,12 @@ _LAYER = flags.DEFINE_integer("layer", None, "hidden_states index of the units (
 _CENTROIDS = flags.DEFINE_string(
     "centroids", None, "save_centroids path prefix (PREFIX.npy + PREFIX.json) or sklearn joblib."
 )
-_UNITS = flags.DEFINE_enum("units", "kmeans", ["kmeans", "codebook"], "Kind of units.")
+_UNITS = flags.DEFINE_enum(
+    "units",
+    "kmeans",
+    ["kmeans", "codebook", "vq_wav2vec"],
+    "Kind of units (vq_wav2vec: the codes " "of a vq-wav2vec run).",
+)
 _LENGTHS = flags.DEFINE_list(
     "export-lengths",
     ["16000", "32000", "80000", "160000", "320000"],

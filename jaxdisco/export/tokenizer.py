@@ -4,8 +4,10 @@
       tokenizer.json           manifest: model config, layer and its convention, units, rates,
                                normalization, vocabulary, source and step, file hashes
       encoder.safetensors      backbone parameters up to the chosen layer only
-      quantizer.safetensors    k-means `centroids` [K, dim], or the gumbel quantizer
-                               (`logits/kernel`, `logits/bias`, `codevectors`)
+      quantizer.safetensors    k-means `centroids` [K, dim], the gumbel quantizer
+                               (`logits/kernel`, `logits/bias`, `codevectors`), or a
+                               vq-wav2vec quantizer (gumbel, or k-means `projection`, `norm/*`,
+                               `codebook`); encoder.safetensors is then its conv encoder
       programs/tokenize_<N>.jax.export
                                the whole tokenizer as StableHLO (`jax.export`), one per input
                                length N, symbolic batch: (weights, waveform [b, N] float32,
@@ -109,17 +111,6 @@ def _source_info(source) -> tuple[object, Optional[int], bool, str]:
   return pretrained, int(meta["step"]), normalize, f"jaxdisco:{step_dir}"
 
 
-def _cut_backbone(backbone: dict, layers: int) -> dict:
-  """Backbone params without Transformer layers >= `layers` (never run by the program)."""
-  out = dict(backbone)
-  encoder = dict(out["encoder"])
-  for name in list(encoder):
-    if name.startswith("layer_") and int(name[len("layer_") :]) >= layers:
-      del encoder[name]
-  out["encoder"] = encoder
-  return out
-
-
 def export_tokenizer(
     source,
     out_dir: PathLike,
@@ -141,11 +132,13 @@ def export_tokenizer(
     out_dir: the directory to write (created; existing tokenizer files are replaced).
     layer: hidden_states index for units="kmeans" (required there); ignored by "codebook".
     centroids: `save_centroids` path prefix, scikit-learn joblib file, or a [K, dim] array.
-    units: a kind of `unit_kinds.UNIT_KINDS` ("kmeans" or "codebook").
+    units: a kind of `unit_kinds.UNIT_KINDS` ("kmeans", "codebook", or "vq_wav2vec" for a
+      vq-wav2vec run).
     export_lengths: input lengths in samples of the StableHLO programs (empty: none).
     normalize: per-utterance zero mean / unit variance; default: the source run's
       `data.normalize` (HF: preprocessor_config.json's do_normalize).
-    hf_model_type: "hubert" or "wav2vec2" for hf/; default: the source's.
+    hf_model_type: "hubert" or "wav2vec2" for hf/; default: the source's. A vq-wav2vec
+      source refuses it (no transformers model to export to).
     export_hf: write hf/.
     progress: print-like callable, or None.
   """
@@ -155,6 +148,17 @@ def export_tokenizer(
   say = progress or (lambda *_: None)
   pretrained, step, source_normalize, description = _source_info(source)
   cfg = pretrained.config
+  if (pretrained.model_type == "vq_wav2vec") != (units == "vq_wav2vec"):
+    raise ValueError(
+        f"units={units!r} does not fit this {pretrained.model_type} model: a vq-wav2vec run "
+        "exports its quantizer's codes (units='vq_wav2vec'); wav2vec 2.0 / HuBERT models use "
+        "'kmeans' or 'codebook'"
+    )
+  if pretrained.model_type == "vq_wav2vec" and hf_model_type is not None:
+    raise ValueError(
+        "a vq-wav2vec model has no Hugging Face export (transformers has no vq-wav2vec / "
+        "wav2vec 1.0 model): drop hf_model_type (--hf-model-type)"
+    )
   if kind.uses_layer:
     if layer is None:
       raise ValueError(f"units={units!r} needs a layer (0..{cfg.num_layers})")
@@ -173,7 +177,7 @@ def export_tokenizer(
       normalize=source_normalize if normalize is None else bool(normalize),
       **spec_extra,
   )
-  backbone = _cut_backbone(jax.device_get(pretrained.params["params"]["backbone"]), layer)
+  backbone = jax.device_get(kind.encoder(pretrained, layer))
   weights = {"encoder": unit_kinds.flatten(backbone), "quantizer": quantizer}
 
   out = pathlib.Path(out_dir)
@@ -189,7 +193,9 @@ def export_tokenizer(
     (out / program_name(n)).write_bytes(serialize_program(spec, weights, n))
     files.append(program_name(n))
   hf_info = None
-  if export_hf and kind.uses_layer:  # Codebook units need the quantizer, which hf/ lacks.
+  # Codebook and vq-wav2vec units need the quantizer, which hf/ lacks (and transformers has no
+  # vq-wav2vec model at all).
+  if export_hf and kind.uses_layer:
     model_type = hf_model_type or pretrained.model_type
     hf_info = _export_hf(out / HF_DIR, spec, backbone, model_type, centroid_array)
     files += [f"{HF_DIR}/{name}" for name in hf_info["files"]]
@@ -200,7 +206,9 @@ def export_tokenizer(
       "units": units,
       **info,
       "layer": layer if kind.uses_layer else None,
-      "layer_output": LAYER_CONVENTION if kind.uses_layer else "quantizer input (conv features)",
+      "layer_output": (
+          LAYER_CONVENTION if kind.uses_layer else "quantizer input (conv encoder output)"
+      ),
       "model_config": cfg.to_dict(),
       "model_type": pretrained.model_type,
       "sample_rate": SAMPLE_RATE,

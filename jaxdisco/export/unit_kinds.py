@@ -14,10 +14,14 @@ of `encoder.safetensors` and `quantizer.safetensors` (names are parameter paths 
 |------------|------------------------------------------|----------------------------------------|
 | `kmeans`   | hidden_states[layer] (`Pretrained` docs) | nearest centroid, [0, K)               |
 | `codebook` | quantizer input (post-LN conv features)  | sum_g argmax_g * V**(G-1-g), [0, V**G) |
+| `vq_wav2vec` | vq-wav2vec conv encoder output (100 Hz) | its quantizer's codes (gumbel argmax or nearest k-means entry) combined the same way, [0, V**G) |
 
-Adding a kind (vq-wav2vec codes, for example): write `make_weights` and `ids` (any function
-giving `codes [batch, frames, groups]` can end in `combine_groups`) and add one entry to
-`UNIT_KINDS`.
+`vq_wav2vec` reads a vq-wav2vec run (`VqWav2VecConfig`): its `encoder.safetensors` is the
+wav2vec 1.0 conv encoder, and `quantizer.safetensors` the gumbel or k-means quantizer. The
+wav2vec 2.0 kinds read a `ModelConfig` backbone.
+
+Adding a kind: write `make_weights` and `ids` (any function giving `codes [batch, frames,
+groups]` can end in `combine_groups`) and add one entry to `UNIT_KINDS`.
 """
 
 from __future__ import annotations
@@ -41,13 +45,14 @@ Array = jax.Array
 class TokenizerSpec:
   """Everything static about a tokenizer program (hashable: a jit static argument).
 
-  config: the source model's full ModelConfig (num_layers is the source's, not the cut);
+  config: the source model's full ModelConfig (num_layers is the source's, not the cut), or
+    its VqWav2VecConfig for `vq_wav2vec` units;
   layer: hidden_states index the units read (kmeans) and number of Transformer layers run;
   normalize: zero mean / unit variance over each row's valid samples, in the program.
   """
 
   kind: str
-  config: ModelConfig
+  config: Any  # ModelConfig | VqWav2VecConfig
   layer: int
   normalize: bool
   num_groups: int = 1
@@ -149,19 +154,95 @@ def _codebook_weights(pretrained, layer: int, centroids: Optional[np.ndarray]):
   return flatten(head), info, {"num_groups": g, "num_vars": v}
 
 
+def _vq_wav2vec_ids(spec: TokenizerSpec, weights, waveform: Array, padding_mask: Array) -> Array:
+  from jaxdisco.models.vq_wav2vec_codes import codes_and_frame_valid  # pylint: disable=g-import-not-at-top
+
+  if spec.normalize:
+    waveform = normalize_rows(waveform, padding_mask)
+  params = {
+      "params": {
+          "encoder": unflatten(weights["encoder"]),
+          "quantizer": unflatten(weights["quantizer"]),
+      }
+  }
+  codes, frame_valid = codes_and_frame_valid(spec.config, params, waveform, padding_mask)
+  return jnp.where(frame_valid, combine_groups(codes, spec.num_vars), -1)
+
+
+def _vq_wav2vec_weights(pretrained, layer: int, centroids: Optional[np.ndarray]):
+  del layer
+  if centroids is not None:
+    raise ValueError("units='vq_wav2vec' uses the model's own quantizer; do not pass centroids")
+  params = pretrained.params["params"]
+  cfg = pretrained.config
+  g, v = cfg.vq_groups, cfg.vq_vars
+  info = {
+      "vocab_size": int(v**g),
+      "id_mapping": f"id = sum_g code_g * {v}**({g - 1} - g) over G={g} groups of V={v}"
+      + (" (id = g0*V + g1)" if g == 2 else "")
+      + f"; code_g: {cfg.vq_type} quantizer of the vq-wav2vec encoder output ("
+      + ("argmax of the logits, no gumbel noise" if cfg.vq_type == "gumbel" else "nearest entry")
+      + ")"
+      + (", one codebook shared by the groups" if cfg.combine_groups else ""),
+      "groups": g,
+      "vars_per_group": v,
+      "vq_type": cfg.vq_type,
+  }
+  return flatten(params["quantizer"]), info, {"num_groups": g, "num_vars": v}
+
+
+def _is_vq_wav2vec(pretrained) -> bool:
+  return getattr(pretrained, "model_type", None) == "vq_wav2vec"
+
+
+def _backbone_encoder(pretrained, layer: int) -> dict:
+  if _is_vq_wav2vec(pretrained):
+    raise ValueError(
+        "this is a vq-wav2vec model: its units are its quantizer's codes, use units='vq_wav2vec'"
+    )
+  return _cut_backbone(pretrained.params["params"]["backbone"], layer)
+
+
+def _vq_wav2vec_encoder(pretrained, layer: int) -> dict:
+  del layer
+  if not _is_vq_wav2vec(pretrained):
+    raise ValueError(
+        "units='vq_wav2vec' needs a vq-wav2vec run (method vq_wav2vec); this model is "
+        f"{getattr(pretrained, 'model_type', type(pretrained).__name__)!r}: use 'kmeans' or "
+        "'codebook'"
+    )
+  return pretrained.params["params"]["encoder"]
+
+
+def _cut_backbone(backbone: dict, layers: int) -> dict:
+  """Backbone params without Transformer layers >= `layers` (never run by the program)."""
+  out = dict(backbone)
+  encoder = dict(out["encoder"])
+  for name in list(encoder):
+    if name.startswith("layer_") and int(name[len("layer_") :]) >= layers:
+      del encoder[name]
+  out["encoder"] = encoder
+  return out
+
+
 @dataclasses.dataclass(frozen=True)
 class UnitKind:
   """make_weights(pretrained, layer, centroids or None) -> (quantizer weights, manifest info,
-  extra TokenizerSpec fields); ids(spec, weights, waveform, padding_mask) -> [batch, frames]."""
+  extra TokenizerSpec fields); ids(spec, weights, waveform, padding_mask) -> [batch, frames];
+  encoder(pretrained, layer) -> the parameter tree stored as encoder.safetensors."""
 
   make_weights: Callable
   ids: Callable
   uses_layer: bool  # False: units come from the conv features; no Transformer layer is kept.
+  encoder: Callable = _backbone_encoder
 
 
 UNIT_KINDS: dict[str, UnitKind] = {
     "kmeans": UnitKind(_kmeans_weights, _kmeans_ids, uses_layer=True),
     "codebook": UnitKind(_codebook_weights, _codebook_ids, uses_layer=False),
+    "vq_wav2vec": UnitKind(
+        _vq_wav2vec_weights, _vq_wav2vec_ids, uses_layer=False, encoder=_vq_wav2vec_encoder
+    ),
 }
 
 

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdisco.models.vq_wav2vec_config import VqWav2VecConfig
-from jaxdisco.models.wav2vec1 import VqWav2Vec
+from jaxdisco.models.wav2vec1 import Wav2Vec1Encoder, make_quantizer
+from jaxdisco.models.wav2vec2 import frame_validity  # Needs only num_frames and conv_spec.
 
 Array = jax.Array
 
@@ -25,14 +26,36 @@ def vq_wav2vec_codes(
 ) -> Array:
   """codes int32 [batch, frames, groups]; frames = config.num_frames(samples).
 
+  params: {'params': {'encoder': ..., 'quantizer': ...}} (a whole VqWav2Vec's parameters, or
+  only these two: the aggregator and step projections are not needed).
   waveform: [batch, samples] float32 at 16 kHz, preprocessed as in training (the run's
   `data.normalize`); padding_mask: [batch, samples] bool, True = padding at the end (None: no
   padding). Codes of padded frames are meaningless: keep the first
-  `config.num_frames(valid samples)` frames of each row. Pure and jittable (`config` static).
+  `config.num_frames(valid samples)` frames of each row (`codes_and_frame_valid` says
+  which). Pure and jittable (`config` static).
   """
-  model = VqWav2Vec(config)
-  q, _ = model.apply(params, jnp.asarray(waveform, jnp.float32), padding_mask, method="quantize")
-  return q.codes
+  return codes_and_frame_valid(config, params, waveform, padding_mask)[0]
+
+
+def codes_and_frame_valid(
+    config: VqWav2VecConfig, params, waveform: Array, padding_mask: Optional[Array] = None
+) -> tuple[Array, Array]:
+  """(`vq_wav2vec_codes`, frame_valid [batch, frames] bool: False for padding frames)."""
+  # The encoder and quantizer alone, as `VqWav2Vec.quantize` runs them without gumbel noise.
+  # (Applying VqWav2Vec itself would need every parameter its `setup` declares.)
+  p = params["params"]
+  waveform = jnp.asarray(waveform, jnp.float32)
+  valid_samples = None if padding_mask is None else jnp.sum(~padding_mask, axis=-1)
+  z = Wav2Vec1Encoder(config).apply({"params": p["encoder"]}, waveform, valid_samples)
+  frame_valid = frame_validity(padding_mask, waveform.shape[-1], config, waveform.shape[0])
+  quantizer = make_quantizer(config)
+  if config.vq_type == "gumbel":
+    q = quantizer.apply(
+        {"params": p["quantizer"]}, z, temperature=1.0, key=None, weights=frame_valid
+    )
+  else:
+    q = quantizer.apply({"params": p["quantizer"]}, z, frame_valid)
+  return q.codes, frame_valid
 
 
 def codes_to_ids(codes, num_vars: int):

@@ -123,6 +123,19 @@ class ConvAggregator(nn.Module):
     return x
 
 
+def make_quantizer(cfg: VqWav2VecConfig, kmeans_gamma: float = 0.25) -> nn.Module:
+  """The quantizer module `cfg.vq_type` names (parameters under "quantizer" in VqWav2Vec)."""
+  if cfg.vq_type == "gumbel":
+    return GumbelQuantizer(
+        cfg.vq_vars,
+        cfg.vq_groups,
+        cfg.codevector_dim,
+        proj_depth=cfg.vq_depth,
+        combine_groups=cfg.combine_groups,
+    )
+  return KmeansQuantizer(cfg.vq_vars, cfg.vq_groups, cfg.combine_groups, kmeans_gamma)
+
+
 class VqWav2VecOutput(NamedTuple):
   predictions: Array  # [batch, frames, steps, dim] per-step projections of the context
   targets: Array  # [batch, frames, dim] quantized encoder output z_hat
@@ -143,18 +156,7 @@ class VqWav2Vec(nn.Module):
   def setup(self):
     cfg = self.config
     self.encoder = Wav2Vec1Encoder(cfg)
-    if cfg.vq_type == "gumbel":
-      self.quantizer = GumbelQuantizer(
-          cfg.vq_vars,
-          cfg.vq_groups,
-          cfg.codevector_dim,
-          proj_depth=cfg.vq_depth,
-          combine_groups=cfg.combine_groups,
-      )
-    else:
-      self.quantizer = KmeansQuantizer(
-          cfg.vq_vars, cfg.vq_groups, cfg.combine_groups, self.kmeans_gamma
-      )
+    self.quantizer = make_quantizer(cfg, self.kmeans_gamma)
     self.aggregator = ConvAggregator(cfg)
     context_dim = cfg.aggregator_spec[-1][0]
     self.step_projection = self.param(

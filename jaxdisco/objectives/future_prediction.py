@@ -8,6 +8,21 @@ the utterance; the returned loss is divided by the number of such pairs, which i
 reference normalises (`sample_size` = number of positives). Distractors of target frame u are
 frames of the same utterance other than u, drawn once per target frame and shared by every step
 that predicts u, as in the reference.
+
+With `infonce` (the reference's `--infonce`, which its wav2vec 1.0 model and criterion support)
+each pair's loss is the cross-entropy of picking the positive among the 1 + K candidates
+instead. Its gradient ignores a logit shift shared by all candidates, which the binary loss
+does not: see `train/vq_wav2vec_defaults.py` for why the demo configs use it.
+
+Accuracy is counted as the reference's criterion does (`argmax == 0` and not `argmin == 0`):
+the positive scores at least as high as every distractor, and not all candidates tie.
+Quantized targets repeat, so a distractor with the positive's code has the positive's logit
+exactly; counting that tie as wrong (as this module once did) pins the accuracy of a model
+with few codes in use near zero whatever it learns. Counted as the reference does, a tied
+distractor is no competitor, so the chance level rises as fewer codes are in use (1/2 with two
+equally used codes): read accuracy next to the code perplexity. `distinct_accuracy` is the same
+count over the pairs that have at least one distractor with another logit (another code); a
+pair whose candidates all tie (a collapsed codebook) is left out instead of counted wrong.
 """
 
 from __future__ import annotations
@@ -61,22 +76,41 @@ def target_weights(frame_valid: Array, steps: int, offset: int) -> Array:
 
 class FuturePredictionTerms(NamedTuple):
   loss: Array  # summed BCE / number of scored pairs
-  bce_sum: Array  # summed over scored pairs and candidates (nats)
+  bce_sum: Array  # summed over scored pairs (and candidates, for BCE), nats
   num_pairs: Array  # scored (frame, step) pairs = positives
-  accuracy: Array  # fraction of pairs whose positive outscores every distractor
+  accuracy: Array  # positive >= every distractor, not all tied (the reference's count)
+  distinct_accuracy: Array  # the same, over pairs with some distractor of another code
 
 
-def binary_contrastive_loss(logits: Array, weights: Array) -> FuturePredictionTerms:
+def reference_accuracy_hits(logits: Array) -> Array:
+  """[..., 1 + K] positive first -> [...] bool: the reference's `argmax == 0 & ~(argmin == 0)`
+  (argmax/argmin return the first extreme, so a tie with the positive counts as a hit unless
+  every candidate ties)."""
+  top = jnp.max(logits[..., 1:], axis=-1)
+  bottom = jnp.min(logits[..., 1:], axis=-1)
+  return (logits[..., 0] >= top) & ~(logits[..., 0] <= bottom)
+
+
+def binary_contrastive_loss(
+    logits: Array, weights: Array, infonce: bool = False
+) -> FuturePredictionTerms:
   """logits: [..., 1 + K] positive first; weights: [...] (0 drops a pair).
 
   BCE with logits x and label y is softplus(x) - y x: softplus(-x_0) for the positive,
-  softplus(x_k) for each distractor.
+  softplus(x_k) for each distractor. `infonce`: -log softmax(x)_0 instead.
   """
   logits = logits.astype(jnp.float32)
   w = weights.astype(jnp.float32)
-  per_pair = jax.nn.softplus(-logits[..., 0]) + jnp.sum(jax.nn.softplus(logits[..., 1:]), -1)
+  if infonce:
+    per_pair = -jax.nn.log_softmax(logits, axis=-1)[..., 0]
+  else:
+    per_pair = jax.nn.softplus(-logits[..., 0]) + jnp.sum(jax.nn.softplus(logits[..., 1:]), -1)
   bce_sum = jnp.sum(per_pair * w)
   n = jnp.maximum(w.sum(), 1.0)
-  # Correct: the positive is the unique maximum (ties, e.g. all-equal logits, do not count).
-  correct = logits[..., 0] > jnp.max(logits[..., 1:], axis=-1)
-  return FuturePredictionTerms(bce_sum / n, bce_sum, w.sum(), jnp.sum(correct * w) / n)
+  correct = reference_accuracy_hits(logits)
+  positive, distractors = logits[..., :1], logits[..., 1:]
+  other = distractors != positive  # Same target vector (code) <=> the very same logit.
+  beaten = jnp.all(~other | (positive > distractors), axis=-1)
+  w_distinct = w * jnp.any(other, axis=-1)
+  distinct = jnp.sum(beaten * w_distinct) / jnp.maximum(w_distinct.sum(), 1.0)
+  return FuturePredictionTerms(bce_sum / n, bce_sum, w.sum(), jnp.sum(correct * w) / n, distinct)

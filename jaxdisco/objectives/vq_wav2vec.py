@@ -5,6 +5,7 @@ loss = (summed future-prediction BCE + quantizer_weight * quantizer term * n) / 
 The quantizer term is the k-means loss (codebook + 0.25 * commitment; the recipe's
 `--loss-weights [1]`) or, for gumbel, the unnormalised diversity penalty G*V - perplexity,
 which the published gumbel recipe does not use (no `--loss-weights`: weight 0).
+`objective.infonce` switches the per-pair binary loss to the reference's InfoNCE option.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def pretraining_loss(
   offset = cfg.prediction_offset
   logits, _ = future_logits(out.predictions, out.targets, negatives, offset)
   weights = target_weights(out.frame_valid, cfg.prediction_steps, offset)
-  terms = binary_contrastive_loss(logits, weights)
+  terms = binary_contrastive_loss(logits, weights, objective.infonce)
   n = jnp.maximum(terms.num_pairs, 1.0)
   loss = (terms.bce_sum + objective.quantizer_weight * out.quantizer_loss * n) / n
   metrics = {
@@ -66,6 +67,7 @@ def pretraining_loss(
       "prediction_loss": terms.loss,
       "quantizer_loss": out.quantizer_loss,
       "accuracy": terms.accuracy,
+      "distinct_accuracy": terms.distinct_accuracy,
       "code_perplexity": out.code_perplexity,
       "prob_perplexity": out.prob_perplexity,
       "dead_code_fraction": out.dead_code_fraction,
