@@ -10,7 +10,7 @@ one codebook, depth-2 logit projection, hard straight-through, temperature 2 -> 
 per update, no diversity penalty. Aggregator: 12 causal convs of 512 (kernels 2..13), skip
 connections scaled by sqrt(0.5). 12 future steps from offset 3, 10 distractors, binary
 cross-entropy. Adam, lr 1e-5, 1k warm-up, 400k updates, batch 32 crops of 150k samples.
-A demo-size run on the shipped corpus: see `configs/vq_wav2vec_kmeans.py`'s docstring.
+A demo-size run on the shipped corpus: `configs/vq_wav2vec_demo_gumbel.py`.
 """
 
 from jaxdisco.train.vq_wav2vec_defaults import vq_wav2vec_defaults
