@@ -1,4 +1,4 @@
-r"""vq-wav2vec with the gumbel quantizer on the shipped demo corpus, ~5 min on 2 CPUs.
+r"""vq-wav2vec, gumbel quantizer, on the shipped demo corpus: ~9 min on 2 busy CPUs.
 
   jaxdisco pretrain --config configs/vq_wav2vec_demo_gumbel.py --workdir vq-gumbel-demo
 
