@@ -17,7 +17,7 @@ does not: see `train/vq_wav2vec_defaults.py` for why the demo configs use it.
 Accuracy is counted as the reference's criterion does (`argmax == 0` and not `argmin == 0`):
 the positive scores at least as high as every distractor, and not all candidates tie.
 Quantized targets repeat, so a distractor with the positive's code has the positive's logit
-exactly; counting that tie as wrong (as this module once did) pins the accuracy of a model
+exactly; counting that tie as wrong pins the accuracy of a model
 with few codes in use near zero whatever it learns. Counted as the reference does, a tied
 distractor is no competitor, so the chance level rises as fewer codes are in use (1/2 with two
 equally used codes): read accuracy next to the code perplexity. `distinct_accuracy` is the same
