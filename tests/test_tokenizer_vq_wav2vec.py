@@ -1,7 +1,6 @@
 """vq-wav2vec codes as a frozen tokenizer: export (library and command), ids equal the model's
 codes, plain-jax StableHLO == library in a fresh process, `jaxdisco tokenize`, and refusals."""
 
-import json
 import os
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from jaxdisco.models.vq_wav2vec_codes import codes_to_ids, vq_wav2vec_codes
 from jaxdisco.models.vq_wav2vec_config import VqWav2VecConfig
 from jaxdisco.models.wav2vec1 import VqWav2Vec
 from jaxdisco.tokenizer import Tokenizer
-from test_tokenizer import _FRESH_PROCESS, _demo_batch
+from test_tokenizer import _demo_batch, check_stablehlo_in_fresh_process
 
 VARS = 8
 TINY = dict(
@@ -106,25 +105,9 @@ def test_ids_equal_the_models_codes(vq_tokenizers, vq_type):
 
 
 def test_fresh_process_stablehlo_equals_library(vq_tokenizers, tmp_path):
-  wav, mask = _demo_batch()
-  np.savez(tmp_path / "inputs.npz", wav=wav, mask=mask)
-  dirs = [str(vq_tokenizers[t][1]) for t in ("gumbel", "kmeans")]
-  proc = subprocess.run(
-      [sys.executable, "-c", _FRESH_PROCESS, str(tmp_path / "inputs.npz"), *dirs],
-      capture_output=True,
-      text=True,
-      timeout=600,
-      cwd=REPO,
+  check_stablehlo_in_fresh_process(
+      [str(vq_tokenizers[t][1]) for t in ("gumbel", "kmeans")], tmp_path
   )
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  result = json.loads(proc.stdout.split("RESULT", 1)[1])
-  for d in dirs:
-    plain, library = np.asarray(result[d]["plain"]), np.asarray(result[d]["library"])
-    np.testing.assert_array_equal(plain, library)  # Bit-identical ids, padding = -1.
-    assert (plain[0] >= 0).all() and (plain[2] == -1).any()
-    assert result[d]["encode_jax"] == result[d]["encode_stablehlo"]
-    for row, ids in enumerate(result[d]["encode_jax"]):
-      np.testing.assert_array_equal(ids, plain[row][plain[row] >= 0])
 
 
 def test_tokenize_command(vq_tokenizers, tmp_path):
