@@ -14,8 +14,7 @@ What differs from the published recipes, and why:
 For a 30-second smoke run add `--config.train.num_steps=50`.
 """
 
-from jaxdisco.assets import demo_corpus_dir
-from jaxdisco.train.defaults import demo_backbone, wav2vec2_defaults
+from jaxdisco.train.defaults import demo_backbone, demo_data, wav2vec2_defaults
 
 
 def get_config():
@@ -29,14 +28,7 @@ def get_config():
   c.objective.num_negatives = 20
   c.objective.gumbel_temperature = (2.0, 0.5, 0.999)  # Reaches 0.5 within the run.
 
-  corpus = demo_corpus_dir()
-  c.data.train_manifest = str(corpus / "train.tsv")
-  c.data.valid_manifest = str(corpus / "valid.tsv")
-  c.data.crop_samples = 16_000  # 1 s.
-  c.data.min_samples = 16_000
-  c.data.normalize = True
-  c.data.batch_size = 8
-  c.data.verify_files = True
+  demo_data(c.data)
 
   c.optim.lr = 1e-3
   c.optim.warmup_steps = 100

@@ -20,7 +20,7 @@ Unit quality of a full run (K = 50, layer 2; train / valid PNMI): MFCC 0.425 / 0
 """
 
 from jaxdisco.assets import demo_corpus_dir
-from jaxdisco.train.defaults import demo_backbone
+from jaxdisco.train.defaults import demo_backbone, demo_data
 from jaxdisco.train.hubert_defaults import hubert_defaults
 
 
@@ -34,12 +34,7 @@ def get_config():
   m.layerdrop = 0.0
 
   corpus = demo_corpus_dir()
-  c.data.train_manifest = str(corpus / "train.tsv")
-  c.data.valid_manifest = str(corpus / "valid.tsv")
-  c.data.crop_samples = 16_000  # 1 s.
-  c.data.min_samples = 16_000
-  c.data.normalize = True
-  c.data.batch_size = 8
+  demo_data(c.data)
 
   c.objective.unmasked_weight = 1.0
   c.optim.lr = 1e-3

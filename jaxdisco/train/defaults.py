@@ -99,3 +99,17 @@ def demo_backbone(m: ml_collections.ConfigDict) -> None:
   m.pos_conv_kernel, m.pos_conv_groups = 32, 8
   m.dropout = m.attention_dropout = 0.05
   m.dropout_input = m.dropout_features = 0.05
+
+
+def demo_data(data: ml_collections.ConfigDict) -> None:
+  """The CPU demos' data block (configs/demo.py, hubert_demo.py, the vq-wav2vec demos): the
+  shipped corpus, 1 s crops of normalized audio, batch 8, every file's header read at start."""
+  from jaxdisco.assets import demo_corpus_dir  # pylint: disable=g-import-not-at-top
+
+  corpus = demo_corpus_dir()
+  data.train_manifest = str(corpus / "train.tsv")
+  data.valid_manifest = str(corpus / "valid.tsv")
+  data.crop_samples = data.min_samples = 16_000  # 1 s.
+  data.normalize = True
+  data.batch_size = 8
+  data.verify_files = True

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ml_collections
 
 from jaxdisco.models.vq_wav2vec_config import VqWav2VecConfig
-from jaxdisco.train.defaults import wav2vec2_defaults
+from jaxdisco.train.defaults import demo_data, wav2vec2_defaults
 
 
 def vq_wav2vec_defaults() -> ml_collections.ConfigDict:
@@ -61,7 +61,6 @@ def vq_wav2vec_demo(c: ml_collections.ConfigDict) -> None:
     * Normalized input, 1 s crops, batch 8, lr 1e-3 with 100 warm-up updates (recipe 1e-5).
   The configs set the quantizer and the run length.
   """
-  from jaxdisco.assets import demo_corpus_dir  # pylint: disable=g-import-not-at-top
 
   m = c.model
   m.encoder_layers = "[(64, 10, 5), (64, 8, 4), (64, 4, 2), (64, 4, 2), (64, 4, 2), (64, 1, 1)]"
@@ -69,13 +68,7 @@ def vq_wav2vec_demo(c: ml_collections.ConfigDict) -> None:
   m.vq_vars = 32
   c.objective.infonce = True
 
-  corpus = demo_corpus_dir()
-  c.data.train_manifest = str(corpus / "train.tsv")
-  c.data.valid_manifest = str(corpus / "valid.tsv")
-  c.data.crop_samples = c.data.min_samples = 16_000  # 1 s.
-  c.data.normalize = True
-  c.data.batch_size = 8
-  c.data.verify_files = True
+  demo_data(c.data)
 
   c.optim.lr = 1e-3
   c.optim.end_lr = 1e-4
