@@ -179,18 +179,8 @@ def lax_conv1d(x, kernel, stride: int):
   )
 
 
-def strided_slices_conv1d(x, kernel, stride: int):
-  """The earlier taps-as-matmul conv: taps gathered by strided slices of the time axis (the
-  ablation baseline of the contiguous row slices `feature_encoder.strided_conv1d` uses)."""
-  taps = kernel.shape[0]
-  frames = (x.shape[1] - taps) // stride + 1
-  limit = stride * (frames - 1) + 1
-  stacked = jax.numpy.concatenate([x[:, j : j + limit : stride] for j in range(taps)], axis=-1)
-  return stacked @ kernel.reshape(-1, kernel.shape[-1]).astype(x.dtype)
-
-
 # Conv-stack implementations the ablation swaps in while the step is traced.
-CONV_VARIANTS = {"matmul": None, "lax": lax_conv1d, "strided": strided_slices_conv1d}
+CONV_VARIANTS = {"matmul": None, "lax": lax_conv1d}
 
 
 def jaxdisco_step(
@@ -383,7 +373,6 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     variants = [
         ("remat=dots_saveable", dict(remat="dots_saveable")),
         ("conv=lax", dict(conv="lax")),
-        ("conv=strided", dict(conv="strided")),
     ]
     for label, kwargs in variants:
       builders.append(

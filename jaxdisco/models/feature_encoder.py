@@ -18,29 +18,15 @@ def strided_conv1d(x: Array, kernel: Array, stride: int) -> Array:
   """VALID 1-D convolution as one matmul over gathered taps.
 
   x: [batch, time, in]; kernel: [taps, in, out]. Returns [batch, frames, out] with
-  frames = (time - taps) // stride + 1. Each output frame concatenates its `taps` input frames
-  and multiplies once by the flattened kernel; for the first layer (in=1) this turns a
+  frames = (time - taps) // stride + 1. Each output frame concatenates its `taps` strided input
+  frames and multiplies once by the flattened kernel; for the first layer (in=1) this turns a
   one-channel convolution, which wastes matrix units, into a [frames, taps] x [taps, out] matmul.
-
-  The taps are gathered without strided slices: the input is viewed as rows of `stride`
-  consecutive frames ([batch, time / stride, stride * in], a free reshape), so the taps of
-  output frame t are row t, row t + 1, ... (the last one cut to the taps left), contiguous
-  slices whose backward pass is a plain pad rather than an interior-padded scatter (the same
-  products as strided slices, bit for bit; `benchmarks/train_step.py --ablations` times both).
   """
-  taps, in_channels, _ = kernel.shape
-  batch, time = x.shape[:2]
-  frames = (time - taps) // stride + 1
-  num_rows = frames + (taps - 1) // stride
-  need = num_rows * stride
-  # The tail past `time` is never read by a tap; padding it only keeps the reshape whole.
-  x = x[:, :need] if time >= need else jnp.pad(x, ((0, 0), (0, need - time), (0, 0)))
-  rows = x.reshape(batch, num_rows, stride * in_channels)
-  parts = []
-  for r in range(-(-taps // stride)):
-    width = min(stride, taps - r * stride) * in_channels
-    parts.append(rows[:, r : r + frames, :width])
-  stacked = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)  # tap-major
+  taps, _, _ = kernel.shape
+  frames = (x.shape[1] - taps) // stride + 1
+  limit = stride * (frames - 1) + 1
+  windows = [x[:, j : j + limit : stride] for j in range(taps)]  # each [batch, frames, in]
+  stacked = jnp.concatenate(windows, axis=-1)  # [batch, frames, taps * in], tap-major
   return stacked @ kernel.reshape(-1, kernel.shape[-1]).astype(x.dtype)
 
 
