@@ -54,3 +54,18 @@ def shrink_for_tests(config):
 @pytest.fixture
 def tiny_demo_config():
   return shrink_for_tests(load_config("demo"))
+
+
+def run_cli(*args: str, timeout: int = 600):
+  """`python -m jaxdisco.cli ARGS...` in a subprocess with this checkout importable; returns the
+  CompletedProcess (text output captured)."""
+  import subprocess
+  import sys
+
+  return subprocess.run(
+      [sys.executable, "-m", "jaxdisco.cli", *args],
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+      env=dict(os.environ, PYTHONPATH=str(REPO)),
+  )

@@ -1,16 +1,12 @@
 """vq-wav2vec codes as a frozen tokenizer: export (library and command), ids equal the model's
 codes, plain-jax StableHLO == library in a fresh process, `jaxdisco tokenize`, and refusals."""
 
-import os
-import subprocess
-import sys
-
 import jax
 import numpy as np
 import pytest
 from flax import linen as nn
 
-from conftest import REPO
+from conftest import run_cli
 from jaxdisco.data.pipeline import normalize_waveform
 from jaxdisco.export.tokenizer import export_tokenizer
 from jaxdisco.models.vq_wav2vec_codes import codes_to_ids, vq_wav2vec_codes
@@ -55,21 +51,12 @@ def vq_tokenizers(tmp_path_factory):
     workdir = _save_workdir(root / f"run_{vq_type}", cfg, seed)
     tok = root / f"tok_{vq_type}"
     if vq_type == "gumbel":
-      proc = subprocess.run(
-          [
-              sys.executable,
-              "-m",
-              "jaxdisco.cli",
-              "export-tokenizer",
-              f"--workdir={workdir}",
-              f"--out={tok}",
-              "--units=vq_wav2vec",
-              "--export-lengths=16000",
-          ],
-          capture_output=True,
-          text=True,
-          timeout=600,
-          env=dict(os.environ, PYTHONPATH=str(REPO)),
+      proc = run_cli(
+          "export-tokenizer",
+          f"--workdir={workdir}",
+          f"--out={tok}",
+          "--units=vq_wav2vec",
+          "--export-lengths=16000",
       )
       assert proc.returncode == 0, proc.stderr[-3000:]
     else:
@@ -115,21 +102,12 @@ def test_tokenize_command(vq_tokenizers, tmp_path):
 
   tok_dir = vq_tokenizers["kmeans"][1]
   audio = demo_corpus_dir() / "audio" / "demo-0003.flac"
-  proc = subprocess.run(
-      [
-          sys.executable,
-          "-m",
-          "jaxdisco.cli",
-          "tokenize",
-          f"--tokenizer={tok_dir}",
-          str(audio),
-          f"--out={tmp_path / 'units.km'}",
-          "--format=km",
-      ],
-      capture_output=True,
-      text=True,
-      timeout=600,
-      env=dict(os.environ, PYTHONPATH=str(REPO)),
+  proc = run_cli(
+      "tokenize",
+      f"--tokenizer={tok_dir}",
+      str(audio),
+      f"--out={tmp_path / 'units.km'}",
+      "--format=km",
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
   line = (tmp_path / "units.km").read_text().splitlines()[0]

@@ -74,7 +74,7 @@ def _orbax_uses_coordination_barriers() -> None:
     flags.FLAGS[name].present = 1  # Readable before absl parses the command line.
 
 
-BARRIER_TIMEOUT_S = 1800  # Longer than any compile or restore; a dead peer fails it sooner.
+BARRIER_TIMEOUT_S = 1800  # Longer than any compile or restore of a pod-size program.
 
 
 def barrier(name: str, timeout_s: float = BARRIER_TIMEOUT_S) -> None:
