@@ -7,7 +7,8 @@ r"""Train-step throughput of wav2vec 2.0 and HuBERT: jaxdisco vs Hugging Face Fl
 Config (`--size cpu`, the default): batch 4 x 2 s of 16 kHz audio, the standard 7 x 512 conv
 stack, 4 layers x 256, 4 heads, FFN 1024, G x V = 2 x 320, 100 negatives, mask 0.65/10, no
 dropout, LARGE-style norms (layer-norm extractor with conv bias, pre-LN Transformer). With a
-GPU, `--size base` / `--size large` run the published sizes (15.6 s crops, batch 8).
+GPU, `--size base` / `--size large` run the published sizes (15.6 s crops, batch 8), in
+bfloat16 by default (`--dtype`); `bash benchmarks/gpu.sh` runs the GPU set.
 
 Compared in one run, the same batch shapes for every implementation:
   * jaxdisco: the trainer's jitted step (`jaxdisco.train.step.make_train_step`): masks and
@@ -19,8 +20,9 @@ Compared in one run, the same batch shapes for every implementation:
     step with the contrastive + diversity loss written as in its pretraining example, AdamW;
   * jaxdisco HuBERT (500 classes, 50 Hz labels) alone: transformers has no HuBERT pretraining
     model to compare with;
-  * the dense f32 matmul rate of this machine (jitted `jnp.dot`, 2048^3 on CPU, 8192^3 on GPU),
-    the physical ceiling, measured between contenders in every round.
+  * the dense matmul rate of this machine in the run's dtype (jitted `jnp.dot`, 2048^3 on CPU,
+    8192^3 on GPU), the physical ceiling, measured between contenders in every round; on a GPU
+    of known datasheet rate the table also gives model FLOP utilization against that peak.
 On a GPU, PyTorch runs on CUDA; the Flax venv installs CPU jax, so pass `--peers torch` there
 (or `--flax-python` of a venv with a CUDA jax 0.4.38).
 Rounds interleave the implementations (each runs `--steps` steps per round) so that load from
@@ -61,6 +63,8 @@ SAMPLE_RATE = 16_000
 # Persistent XLA cache of the benchmark's programs (git-ignored): a loaded 2-core machine can
 # take minutes to compile each train step, and reruns then skip that.
 COMPILE_CACHE = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".jax-cache")
+# Datasheet dense bf16 rate (no sparsity), TFLOP/s, by device_kind substring: the MFU denominator.
+DATASHEET_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
 HUBERT_CLASSES = 500  # HuBERT iteration-2 label count.
 HUBERT_LABEL_RATE = 50.0
 
@@ -80,7 +84,7 @@ SIZES = {
 }
 
 
-def bench_model_config(size: str):
+def bench_model_config(size: str, dtype: str = "float32"):
   """The benchmark's ModelConfig: LARGE-style norms, no dropout, G x V = 2 x 320."""
   from jaxdisco.models.config import ModelConfig
 
@@ -100,6 +104,7 @@ def bench_model_config(size: str):
       feature_grad_mult=1.0,
       latent_vars=320,
       latent_groups=2,
+      dtype=dtype,
       **no_dropout,
       **overrides,
   )
@@ -214,6 +219,9 @@ def jaxdisco_step(
   conv_fn = CONV_VARIANTS[conv] or feature_encoder.strided_conv1d
   with mock.patch.object(feature_encoder, "strided_conv1d", conv_fn):
     compiled = jax.jit(step, donate_argnums=0).lower(holder["state"], data).compile()
+  if jax.default_backend() == "gpu":
+    kernel = "cuDNN" if "cudnn$fmha" in compiled.as_text() else "XLA"
+    _log(f"  {method} {cfg.attention=}: {kernel} attention in the compiled step")
 
   def run():
     holder["state"], metrics = compiled(holder["state"], data)
@@ -223,7 +231,10 @@ def jaxdisco_step(
 
 
 def torch_step(cfg, batch: int, samples: int) -> Callable:
-  """() -> None: one transformers PyTorch Wav2Vec2ForPreTraining step with AdamW."""
+  """() -> None: one transformers PyTorch Wav2Vec2ForPreTraining step with AdamW.
+
+  With cfg.dtype bfloat16 the forward runs under CUDA autocast (bf16 matmuls, fp32 master
+  weights), the mixed precision PyTorch recipes use."""
   import torch
   from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining
   from transformers.models.wav2vec2 import modeling_wav2vec2 as hf
@@ -240,14 +251,17 @@ def torch_step(cfg, batch: int, samples: int) -> Callable:
   wav = torch.from_numpy(synthetic_batch("wav2vec2", batch, samples)["waveform"]).to(device)
   frames = cfg.num_frames(samples)
 
+  autocast = device == "cuda" and cfg.dtype == "bfloat16"
+
   def run():
     mask = hf._compute_mask_indices((batch, frames), 0.65, 10, min_masks=2)
     negatives = hf._sample_negative_indices((batch, frames), 100, mask)
-    out = model(
-        wav,
-        mask_time_indices=torch.from_numpy(mask).to(device),
-        sampled_negative_indices=torch.from_numpy(negatives).to(device),
-    )
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+      out = model(
+          wav,
+          mask_time_indices=torch.from_numpy(mask).to(device),
+          sampled_negative_indices=torch.from_numpy(negatives).to(device),
+      )
     out.loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
@@ -295,10 +309,10 @@ class FlaxPeer:
       self.proc.wait(timeout=60)
 
 
-def matmul_step(n: int) -> tuple[Callable, float]:
-  """(() -> None running one n^3 f32 matmul, its FLOPs); 2048 saturates 2 CPU cores."""
-  a = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(2), (n, n), jnp.float32)
+def matmul_step(n: int, dtype: str = "float32") -> tuple[Callable, float]:
+  """(() -> None running one n^3 matmul, its FLOPs); 2048 saturates 2 CPU cores."""
+  a = jax.random.normal(jax.random.key(1), (n, n), dtype)
+  b = jax.random.normal(jax.random.key(2), (n, n), dtype)
   f = jax.jit(jnp.dot)
   f(a, b).block_until_ready()
   return lambda: f(a, b).block_until_ready(), 2.0 * n**3
@@ -344,9 +358,18 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
   parser.add_argument(
       "--ablations",
       action="store_true",
-      help="also time jaxdisco wav2vec2 with remat=dots_saveable and with XLA's native conv",
+      help="also time jaxdisco wav2vec2 with XLA's native conv, and with remat=dots_saveable "
+      "(CPU) or XLA's attention instead of cuDNN's (GPU)",
   )
+  parser.add_argument("--no-hubert", action="store_true", help="time wav2vec 2.0 only")
   parser.add_argument("--flax-python", default=None, help="python of a ready HF Flax venv")
+  parser.add_argument(
+      "--dtype",
+      default=None,
+      choices=("float32", "bfloat16"),
+      help="compute dtype of every contender and of the matmul ceiling (default: float32 on "
+      "CPU, where bf16 is no faster; bfloat16 on GPU)",
+  )
   args = parser.parse_args(argv)
   if args.quick:
     args.rounds, args.steps = 2, 2
@@ -354,11 +377,14 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     jax.config.update("jax_compilation_cache_dir", COMPILE_CACHE)
   on_gpu = jax.default_backend() == "gpu"
   size = args.size or ("base" if on_gpu else "cpu")
+  dtype = args.dtype or ("bfloat16" if on_gpu else "float32")
   peers = set() if args.peers == "none" else set(args.peers.split(","))
-  cfg = bench_model_config(size)
+  cfg = bench_model_config(size, dtype)
   _, batch, samples = SIZES[size]
   audio_s = batch * samples / SAMPLE_RATE
-  _log(f"train_step: size={size} batch={batch} x {samples / SAMPLE_RATE:g} s on {cpu_model()}")
+  _log(
+      f"train_step: size={size} batch={batch} x {samples / SAMPLE_RATE:g} s {dtype} on {device_name()}"
+  )
 
   # name -> (run one step, forward FLOPs of the model it trains)
   contenders: dict[str, tuple[Callable, float]] = {}
@@ -367,18 +393,22 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
   compile_s = {}
   builders = [
       ("jaxdisco wav2vec2", lambda: jaxdisco_step("wav2vec2", cfg, batch, samples), w2v_flops),
-      ("jaxdisco hubert", lambda: jaxdisco_step("hubert", cfg, batch, samples), hub_flops),
   ]
+  if not args.no_hubert:
+    builders.append(
+        ("jaxdisco hubert", lambda: jaxdisco_step("hubert", cfg, batch, samples), hub_flops)
+    )
   if args.ablations:
-    variants = [
-        ("remat=dots_saveable", dict(remat="dots_saveable")),
-        ("conv=lax", dict(conv="lax")),
-    ]
-    for label, kwargs in variants:
+    variants = [("conv=lax", cfg, dict(conv="lax"))]
+    if on_gpu:  # "auto" picks cuDNN flash attention there; XLA's is the baseline.
+      variants.append(("attention=xla", dataclasses.replace(cfg, attention="xla"), {}))
+    else:
+      variants.append(("remat=dots_saveable", cfg, dict(remat="dots_saveable")))
+    for label, variant_cfg, kwargs in variants:
       builders.append(
           (
               f"jaxdisco wav2vec2 {label}",
-              lambda kw=kwargs: jaxdisco_step("wav2vec2", cfg, batch, samples, **kw),
+              lambda c=variant_cfg, kw=kwargs: jaxdisco_step("wav2vec2", c, batch, samples, **kw),
               w2v_flops,
           )
       )
@@ -401,14 +431,16 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     compile_s["HF Flax wav2vec2"] = time.perf_counter() - t0
     contenders["HF Flax wav2vec2"] = (lambda: None, w2v_flops)  # Timed in the worker.
     _log(f"  HF Flax wav2vec2: ready in {compile_s['HF Flax wav2vec2']:.1f} s ({flax_peer.info})")
-  matmul, matmul_flops = matmul_step(8192 if on_gpu else 2048)
+  matmul, matmul_flops = matmul_step(8192 if on_gpu else 2048, dtype)
 
   times = {name: [] for name in contenders}
   matmul_times = []
   try:
     for r in range(args.rounds):
       for name, (run, _) in contenders.items():
-        matmul_times += time_calls(matmul, 2)  # Between contenders: the ceiling under same load.
+        # Between contenders: the ceiling under the same load. A GPU product takes ~2 ms, so
+        # 2 calls there catch clock ramps and launch gaps: take 20.
+        matmul_times += time_calls(matmul, 20 if on_gpu else 2)
         if name == "HF Flax wav2vec2":
           times[name] += flax_peer.steps(args.steps)
         else:
@@ -423,6 +455,7 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
       flax_peer.close()
 
   matmul_rate = matmul_flops / statistics.median(matmul_times)
+  peak = datasheet_peak() if dtype == "bfloat16" else None
   base = statistics.median(times["jaxdisco wav2vec2"])
   rows = []
   for name, (_, flops) in contenders.items():
@@ -435,6 +468,7 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
             audio_s_per_s=round(audio_s / step_s, 2),
             gflops=round(rate / 1e9, 1),
             pct_of_matmul=round(100 * rate / matmul_rate, 1),
+            **({"mfu_pct": round(100 * rate / peak, 1)} if peak else {}),
             jaxdisco_speedup=round(step_s / base, 2) if "wav2vec2" in name else None,
             compile_s=round(compile_s[name], 1),
             spread=f"{min(times[name]):.3f}-{max(times[name]):.3f}",
@@ -442,11 +476,12 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     )
   rows.append(
       dict(
-          implementation="f32 matmul (ceiling)",
+          implementation=f"{dtype} matmul (ceiling)",
           step_s=round(statistics.median(matmul_times), 4),
           audio_s_per_s=None,
           gflops=round(matmul_rate / 1e9, 1),
           pct_of_matmul=100.0,
+          **({"mfu_pct": round(100 * matmul_rate / peak, 1)} if peak else {}),
           jaxdisco_speedup=None,
           compile_s=None,
           spread=f"best {matmul_flops / min(matmul_times) / 1e9:.1f} GFLOP/s",
@@ -456,16 +491,35 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
   return rows
 
 
+def device_name() -> str:
+  if jax.default_backend() == "cpu":
+    return f"{cpu_model()} x {os.cpu_count()}"
+  return f"{jax.devices()[0].device_kind} ({jax.default_backend()})"
+
+
+def datasheet_peak() -> Optional[float]:
+  """Datasheet dense bf16 FLOP/s of this accelerator, or None (CPU, unknown device)."""
+  if jax.default_backend() == "cpu":
+    return None
+  kind = jax.devices()[0].device_kind
+  return next((t * 1e12 for k, t in DATASHEET_BF16_TFLOPS.items() if k in kind), None)
+
+
 def format_table(rows: list[dict], cfg, batch: int, samples: int, args) -> str:
   flops = model_flops(cfg, batch, samples, "wav2vec2")
   head = (
       f"train step, {batch} x {samples / SAMPLE_RATE:g} s audio, {cfg.num_layers} x "
-      f"{cfg.embed_dim} pre-LN, {cpu_model()} x {os.cpu_count()}, jax {jax.__version__}; "
+      f"{cfg.embed_dim} pre-LN, {cfg.dtype}, {device_name()}, jax {jax.__version__}; "
       f"medians of {args.rounds} rounds x {args.steps} steps.\n"
       f"wav2vec2 forward GFLOP per batch: "
       + ", ".join(f"{k} {v / 1e9:.2f}" for k, v in flops.items())
       + "\njaxdisco_speedup = peer step time / jaxdisco wav2vec2 step time; pct_of_matmul = "
-      "achieved model FLOP/s (3 x forward) / measured matmul FLOP/s.\n"
+      "achieved model FLOP/s (3 x forward) / measured matmul FLOP/s"
+      + (
+          "; mfu_pct = the same / the datasheet dense bf16 peak.\n"
+          if "mfu_pct" in rows[0]
+          else ".\n"
+      )
   )
   cols = list(rows[0])
   lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]

@@ -21,6 +21,24 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
+# A backbone small enough to build and run in a second or two (16 channels, 2 x 16 Transformer).
+TINY_MODEL = dict(
+    conv_layers="[(16, 10, 5)] + [(16, 3, 2)] * 4 + [(16, 2, 2)] * 2",
+    embed_dim=16,
+    num_layers=2,
+    num_heads=2,
+    ffn_dim=32,
+    pos_conv_kernel=8,
+    pos_conv_groups=4,
+)
+
+
+def tiny_model_config(**overrides):
+  """`ModelConfig` of TINY_MODEL with `overrides`."""
+  from jaxdisco.models.config import ModelConfig
+
+  return ModelConfig(**{**TINY_MODEL, **overrides})
+
 
 def load_config(name: str):
   """Loads configs/<name>.py the way the CLI does."""

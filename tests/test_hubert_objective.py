@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from jaxdisco.models.config import ModelConfig
 from jaxdisco.models.hubert import HubertForPretraining
 from jaxdisco.objectives.hubert import (
     check_label_length,
@@ -14,6 +13,8 @@ from jaxdisco.objectives.hubert import (
     frame_labels,
     hubert_loss,
 )
+
+from conftest import tiny_model_config
 
 
 def _reference_masked_loss(proj, embeddings, labels, weights, temperature):
@@ -68,16 +69,7 @@ def test_labels_align_to_frames():
 
 
 def test_untied_heads_per_label_set():
-  cfg = ModelConfig(
-      conv_layers="[(16, 10, 5)] + [(16, 3, 2)] * 4 + [(16, 2, 2)] * 2",
-      embed_dim=16,
-      num_layers=1,
-      num_heads=2,
-      ffn_dim=32,
-      final_dim=8,
-      pos_conv_kernel=8,
-      pos_conv_groups=4,
-  )
+  cfg = tiny_model_config(num_layers=1, final_dim=8)
   model = HubertForPretraining(cfg, num_classes=(5, 7))
   wav = jnp.zeros((2, 4000))
   frames = cfg.num_frames(4000)

@@ -10,21 +10,14 @@ from jaxdisco.assets import demo_corpus_dir
 from jaxdisco.clustering.features import dump_layer_features, load_layer_features
 from jaxdisco.data.audio import read_audio
 from jaxdisco.data.manifest import read_manifest
-from jaxdisco.models.config import ModelConfig
 from jaxdisco.models.wav2vec2 import Wav2Vec2Backbone
 from jaxdisco.pretrained import Pretrained
 
+from conftest import tiny_model_config
+
 
 def _tiny_model():
-  cfg = ModelConfig(
-      conv_layers="[(16, 10, 5)] + [(16, 3, 2)] * 4 + [(16, 2, 2)] * 2",
-      embed_dim=16,
-      num_layers=2,
-      num_heads=2,
-      ffn_dim=32,
-      pos_conv_kernel=8,
-      pos_conv_groups=4,
-  )
+  cfg = tiny_model_config()
   variables = Wav2Vec2Backbone(cfg).init(jax.random.key(0), np.zeros((1, 4000), np.float32))
   return Pretrained(cfg, {"params": {"backbone": nn.meta.unbox(variables)["params"]}})
 

@@ -16,15 +16,14 @@ import jaxdisco
 from jaxdisco.assets import demo_corpus_dir
 from jaxdisco.clustering import kmeans
 from jaxdisco.data.audio import read_audio
-from jaxdisco.data.pipeline import normalize_waveform
+from jaxdisco.data.normalize import normalize_waveform
 from jaxdisco.export.huggingface import save_hf_checkpoint
 from jaxdisco.export.tokenizer import export_tokenizer
-from jaxdisco.models.config import ModelConfig
 from jaxdisco.models.wav2vec2 import Wav2Vec2Backbone, Wav2Vec2ForPretraining
 from jaxdisco.tokenize_files import tokenize_files
 from jaxdisco.tokenizer import Tokenizer, TokenizerIntegrityError, run_lengths
 
-from conftest import REPO
+from conftest import REPO, tiny_model_config
 
 K = 24
 LENGTHS = (16000, 11000, 6000)  # One padded batch of three utterances.
@@ -41,22 +40,10 @@ def _demo_batch():
   return wav, mask
 
 
-TINY = dict(
-    conv_layers="[(16, 10, 5)] + [(16, 3, 2)] * 4 + [(16, 2, 2)] * 2",
-    extractor_mode="layer_norm",
-    embed_dim=16,
-    num_layers=2,
-    num_heads=2,
-    ffn_dim=32,
-    pos_conv_kernel=8,
-    pos_conv_groups=4,
-)
-
-
 @pytest.fixture(scope="module")
 def hf_source(tmp_path_factory):
   """A tiny random HuBERT (post-LN, layer-norm conv encoder) saved as a HF directory."""
-  cfg = ModelConfig(**TINY)
+  cfg = tiny_model_config(extractor_mode="layer_norm")
   variables = Wav2Vec2Backbone(cfg).init(jax.random.key(0), np.zeros((1, 4000), np.float32))
   directory = tmp_path_factory.mktemp("hf_source")
   save_hf_checkpoint(
@@ -104,7 +91,13 @@ def workdir(tmp_path_factory):
 
   from jaxdisco.train import checkpoint
 
-  cfg = ModelConfig(**TINY, layer_norm_first=True, final_dim=8, latent_vars=8, latent_groups=2)
+  cfg = tiny_model_config(
+      extractor_mode="layer_norm",
+      layer_norm_first=True,
+      final_dim=8,
+      latent_vars=8,
+      latent_groups=2,
+  )
   frames = cfg.num_frames(4000)
   variables = Wav2Vec2ForPretraining(cfg).init(
       jax.random.key(1),
@@ -331,3 +324,19 @@ def test_tokenize_folder_with_corrupt_file(kmeans_tokenizers, tmp_path):
   ids = (tmp_path / "out" / "units.km.ids").read_text().split()
   assert ids == ["demo-0003", "demo-0004", "demo-0005"]
   assert lines[1] == " ".join(map(str, tok.encode(folder / "demo-0004.flac").tolist()))
+
+
+def test_tokenizer_needs_no_training_input_stack():
+  """Loading and running a tokenizer imports neither grain nor the audio readers: a serving
+  environment has jax, flax and safetensors, not the pretraining input pipeline."""
+  code = (
+      "import sys; import jaxdisco.tokenizer, jaxdisco.export.tokenizer; "
+      "from jaxdisco.export import unit_kinds; import numpy as np; "
+      "unit_kinds.normalize_rows(np.ones((1, 8), np.float32), np.zeros((1, 8), bool)); "
+      "print(sorted(m for m in ('grain', 'soundfile', 'librosa', 'orbax') if m in sys.modules))"
+  )
+  proc = subprocess.run(
+      [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip() == "[]"

@@ -7,7 +7,7 @@ import pytest
 from flax import linen as nn
 
 from conftest import run_cli
-from jaxdisco.data.pipeline import normalize_waveform
+from jaxdisco.data.normalize import normalize_waveform
 from jaxdisco.export.tokenizer import export_tokenizer
 from jaxdisco.models.vq_wav2vec_codes import codes_to_ids, vq_wav2vec_codes
 from jaxdisco.models.vq_wav2vec_config import VqWav2VecConfig

@@ -102,7 +102,7 @@ def dump_features(
 
 
 def _featurize(pretrained, manifest, indices, layer, batch_size, normalize) -> list[np.ndarray]:
-  from jaxdisco.data.pipeline import normalize_waveform
+  from jaxdisco.data.normalize import normalize_waveform
 
   # Sort by length so each padded batch wastes little; restore order at the end.
   order = sorted(indices, key=lambda i: int(manifest.num_samples[i]))

@@ -51,11 +51,9 @@ from jaxdisco.data import manifest as manifest_lib
 from jaxdisco.data import records
 from jaxdisco.data import sources as sources_lib
 from jaxdisco.data import span_masks
+from jaxdisco.data.normalize import normalize_waveform
 
 ManifestLike = Union[manifest_lib.Manifest, sources_lib.PreparedSource, manifest_lib.PathLike]
-
-# Same epsilon as torch's layer_norm, which is how the reference normalizes.
-NORMALIZE_EPS = 1e-5
 
 
 class _ManifestReader:
@@ -129,13 +127,6 @@ def _derive_seed(seed: int, *salt: int) -> int:
   nearby user seeds produce unrelated streams.
   """
   return int(np.random.SeedSequence([seed, *salt]).generate_state(1)[0])
-
-
-def normalize_waveform(waveform: np.ndarray) -> np.ndarray:
-  """Zero mean, unit variance over all of `waveform` (float32 `[samples]`)."""
-  mean = waveform.mean()
-  variance = waveform.var()
-  return ((waveform - mean) / np.sqrt(variance + NORMALIZE_EPS)).astype(np.float32)
 
 
 def _fit_to_length(waveform: np.ndarray, crop_samples: int, start: int) -> dict[str, np.ndarray]:

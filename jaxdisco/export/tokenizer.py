@@ -35,6 +35,7 @@ import jax
 import numpy as np
 
 from jaxdisco.export import unit_kinds
+from jaxdisco.models.config import ModelConfig
 
 PathLike = Union[str, os.PathLike]
 MANIFEST_NAME = "tokenizer.json"
@@ -247,6 +248,9 @@ def content_hash(files: dict[str, str]) -> str:
 def serialize_program(spec, weights, num_samples: int) -> bytearray:
   """The tokenizer for [b, num_samples] inputs, b symbolic, as `jax.export` bytes."""
   (batch,) = jax.export.symbolic_shape("b")
+  if isinstance(spec.config, ModelConfig):
+    # The program must run on any backend: no cuDNN attention baked in when exported on a GPU.
+    spec = dataclasses.replace(spec, config=dataclasses.replace(spec.config, attention="xla"))
   shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), weights)
   fn = jax.jit(functools.partial(unit_kinds.tokenize, spec))
   exported = jax.export.export(fn)(

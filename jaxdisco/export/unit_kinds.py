@@ -35,6 +35,7 @@ import numpy as np
 from flax import traverse_util
 
 from jaxdisco.clustering import kmeans
+from jaxdisco.data.normalize import NORMALIZE_EPS
 from jaxdisco.models.config import ModelConfig
 from jaxdisco.models.wav2vec2 import Wav2Vec2Backbone
 
@@ -70,9 +71,6 @@ def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
 def normalize_rows(waveform: Array, padding_mask: Array) -> Array:
   """Per-row zero mean / unit variance over valid samples (`normalize_waveform` on each
   utterance before padding); padding stays 0. waveform, padding_mask: [batch, samples]."""
-  # The training pipeline's epsilon; imported here because the pipeline module pulls in grain.
-  from jaxdisco.data.pipeline import NORMALIZE_EPS  # pylint: disable=g-import-not-at-top
-
   valid = ~padding_mask
   count = jnp.maximum(valid.sum(-1, keepdims=True), 1).astype(jnp.float32)
   mean = jnp.where(valid, waveform, 0.0).sum(-1, keepdims=True) / count

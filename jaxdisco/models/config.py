@@ -91,6 +91,9 @@ class ModelConfig:
   feature_projection_layer_norm: bool = True
   # Numerics.
   dtype: str = "float32"  # Compute dtype of matmuls; norms, gumbel softmax and losses stay fp32.
+  # Attention kernel: "xla" (any backend), "cudnn" (fused flash attention: GPU, bfloat16, no
+  # attention dropout) or "auto" (cudnn where it applies, else xla). Changes no parameter.
+  attention: str = "auto"
 
   def __post_init__(self):
     parse_conv_layers(self.conv_layers)
@@ -127,6 +130,15 @@ class ModelConfig:
         raise ValueError(f"model.{name}: expected a probability in [0, 1), got {value}")
     if self.dtype not in ("float32", "bfloat16"):
       raise ValueError(f"model.dtype: expected 'float32' or 'bfloat16', got {self.dtype!r}")
+    if self.attention not in ("auto", "xla", "cudnn"):
+      raise ValueError(
+          f"model.attention: expected 'auto', 'xla' or 'cudnn', got {self.attention!r}"
+      )
+    if self.attention == "cudnn" and (self.dtype != "bfloat16" or self.attention_dropout):
+      raise ValueError(
+          "model.attention='cudnn' needs model.dtype='bfloat16' and model.attention_dropout=0 "
+          f"(got {self.dtype!r}, {self.attention_dropout}); use 'auto' to fall back to xla"
+      )
 
   @property
   def conv_spec(self) -> ConvSpec:

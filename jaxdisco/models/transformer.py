@@ -17,31 +17,72 @@ from jaxdisco.models.positional import ConvPositionalEmbedding
 Array = jax.Array
 
 
+def attention_implementation(setting: str, dtype: jnp.dtype, dropout_active: bool) -> str:
+  """The `jax.nn.dot_product_attention` kernel for ModelConfig.attention ("xla" or "cudnn").
+
+  "auto" takes cuDNN's fused flash attention where it runs (a GPU, bfloat16, no dropout on the
+  attention probabilities: the public API has none), else XLA's softmax(QK^T)V.
+  """
+  if setting != "auto":
+    return setting
+  usable = jax.default_backend() == "gpu" and dtype == jnp.bfloat16 and not dropout_active
+  return "cudnn" if usable else "xla"
+
+
+def cudnn_attention(q: Array, k: Array, v: Array, key_valid: Array, multiple: int = 64) -> Array:
+  """cuDNN flash attention over [batch, frames, heads, head_dim] with trailing key padding.
+
+  cuDNN takes padding as lengths (padding is a suffix of every row in jaxdisco) and refuses
+  training shapes whose length is not a multiple of its tile (781 frames of a 15.6 s crop are
+  refused), so frames are zero-padded to a multiple of `multiple` and cut back afterwards: the
+  extra keys lie past every row's length and get no weight.
+  """
+  t = q.shape[1]
+  extra = -t % multiple
+  pad = lambda y: jnp.pad(y, ((0, 0), (0, extra), (0, 0), (0, 0)))
+  lengths = jnp.sum(key_valid, axis=-1, dtype=jnp.int32)
+  out = jax.nn.dot_product_attention(
+      pad(q), pad(k), pad(v), key_value_seq_lengths=lengths, implementation="cudnn"
+  )
+  return out[:, :t]
+
+
 class SelfAttention(nn.Module):
   num_heads: int
   dropout: float = 0.0
   dtype: jnp.dtype = jnp.float32
+  implementation: str = "auto"
 
   @nn.compact
   def __call__(self, x: Array, key_valid: Array, deterministic: bool) -> Array:
-    """x: [batch, frames, dim]; key_valid: [batch, frames] bool (False = padding)."""
+    """x: [batch, frames, dim]; key_valid: [batch, frames] bool (False = padding, at the end)."""
     b, t, dim = x.shape
     head_dim = dim // self.num_heads
     split = lambda y: y.reshape(b, t, self.num_heads, head_dim)
     q = split(dense(dim, ("embed", "heads"), "query", dtype=self.dtype)(x))
     k = split(dense(dim, ("embed", "heads"), "key", dtype=self.dtype)(x))
     v = split(dense(dim, ("embed", "heads"), "value", dtype=self.dtype)(x))
+    dropout_active = not deterministic and self.dropout > 0.0
+    project_out = lambda y: dense(dim, ("heads", "embed"), "out", dtype=self.dtype)(
+        y.reshape(b, t, dim)
+    )
+    kernel = attention_implementation(self.implementation, jnp.dtype(self.dtype), dropout_active)
+    if kernel == "cudnn":
+      try:
+        return project_out(cudnn_attention(q, k, v, key_valid))
+      except NotImplementedError:
+        if self.implementation == "cudnn":
+          raise
+        # "auto": a shape or version cuDNN's flash kernel refuses at trace time takes XLA's.
     mask = key_valid[:, None, None, :]  # [batch, 1 (heads), 1 (queries), keys]
-    if deterministic or self.dropout == 0.0:
-      out = jax.nn.dot_product_attention(q, k, v, mask=mask)
-    else:
-      # dot_product_attention has no dropout; the reference drops attention probabilities.
-      logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * head_dim**-0.5
-      logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-      probs = jax.nn.softmax(logits, axis=-1)
-      probs = nn.Dropout(self.dropout)(probs, deterministic=False).astype(v.dtype)
-      out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
-    return dense(dim, ("heads", "embed"), "out", dtype=self.dtype)(out.reshape(b, t, dim))
+    if not dropout_active:
+      return project_out(jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla"))
+    # dot_product_attention has no dropout; the reference drops attention probabilities.
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * head_dim**-0.5
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1)
+    probs = nn.Dropout(self.dropout)(probs, deterministic=False).astype(v.dtype)
+    return project_out(jnp.einsum("bhqk,bkhd->bqhd", probs, v))
 
 
 class EncoderLayer(nn.Module):
@@ -51,7 +92,9 @@ class EncoderLayer(nn.Module):
   def __call__(self, x: Array, key_valid: Array, deterministic: bool) -> Array:
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
-    attention = SelfAttention(cfg.num_heads, cfg.attention_dropout, dtype, name="attention")
+    attention = SelfAttention(
+        cfg.num_heads, cfg.attention_dropout, dtype, cfg.attention, name="attention"
+    )
     attn_norm = LayerNorm(cfg.layer_norm_eps, name="attention_norm")
     ffn_norm = LayerNorm(cfg.layer_norm_eps, name="ffn_norm")
     drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
