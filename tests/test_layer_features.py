@@ -1,4 +1,5 @@
-"""Layer feature dumps: match extract_features per utterance, resume without redoing shards."""
+"""Layer feature dumps: match extract_features per utterance, split across processes, resume
+without redoing shards."""
 
 import os
 
@@ -35,6 +36,26 @@ def test_dump_matches_per_utterance_features_and_resumes(tmp_path):
     np.testing.assert_allclose(features[i], np.asarray(single["hidden_states"][0][0]), atol=1e-4)
   shards = sorted(out.glob("features-*.npz"))
   assert len(shards) == 3
+  # Two hosts: each writes its shards (k = process_index mod 2) into one directory.
+  split = tmp_path / "two_processes"
+  for process_index, expect in ((1, [1]), (0, [0, 1, 2])):
+    dump_layer_features(
+        model,
+        manifest,
+        1,
+        split,
+        utterances_per_shard=6,
+        batch_size=4,
+        process_index=process_index,
+        process_count=2,
+        progress=None,
+    )
+    written = sorted(p.name for p in split.glob("features-*.npz"))
+    assert written == [shards[k].name for k in expect]
+  split_features, split_ids = load_layer_features(split)
+  assert split_ids == ids
+  for a, b in zip(split_features, features):
+    np.testing.assert_array_equal(a, b)
   stamp = os.stat(shards[0]).st_mtime_ns
   shards[2].unlink()  # as if killed before the last shard
   dump_layer_features(model, manifest, 1, out, utterances_per_shard=6, batch_size=4, progress=None)

@@ -43,8 +43,9 @@ number of devices.
 Multi-host: each process passes its own frames to `shard_features` (same call on every
 process); it lays them out as the process's lanes and builds the global array with
 `jax.make_array_from_process_local_data`, padding every process to the largest local count
-(found with `multihost_utils.process_allgather`). `fit_kmeans` then runs unchanged. Only the
-single-process path is tested.
+(found with `multihost_utils.process_allgather`). `fit_kmeans` then runs unchanged: two
+processes fit the centroids one process fits on the same lane layout
+(`tests/test_kmeans_multihost.py`).
 
 The `.npy` + `.json` format (`save_centroids`) keeps what is needed to use the centroids
 correctly later: which features, which layer and which layer-output convention they were fit
