@@ -129,3 +129,28 @@ def test_cli_prints_metrics_and_rejects_bad_input(tmp_path):
   assert (tmp_path / "p.png").exists()
   bad = subprocess.run(base, capture_output=True, text=True, check=False, timeout=120)
   assert bad.returncode != 0 and "more than 1 frame" in bad.stderr
+
+
+def test_pnmi_gain_bootstrap():
+  from jaxdisco.evaluation import bootstrap
+
+  rng = np.random.default_rng(0)
+  phones = {f"u{i}": rng.choice(list("abcd"), 60) for i in range(12)}
+  code = {"a": 0, "b": 1, "c": 2, "d": 3}
+  noisy = {u: (p, rng.integers(0, 4, len(p))) for u, p in phones.items()}
+  exact = {u: (p, np.asarray([code[x] for x in p])) for u, p in phones.items()}
+  same = bootstrap.pnmi_gain(noisy, noisy, draws=50)
+  assert same == {"gain": 0.0, "std": 0.0, "p_positive": 0.0, "utterances": 12}
+  better = bootstrap.pnmi_gain(noisy, exact, draws=200)
+  concat = lambda side: ev.unit_quality(
+      np.concatenate([side[u][0] for u in sorted(side)]),
+      np.concatenate([side[u][1] for u in sorted(side)]),
+  )["pnmi"]
+  assert better["gain"] == pytest.approx(concat(exact) - concat(noisy))
+  assert better["gain"] > 0.9 and 0 < better["std"] < 0.05 and better["p_positive"] == 1.0
+  worse = bootstrap.pnmi_gain(exact, noisy, draws=200)
+  assert worse["gain"] == pytest.approx(-better["gain"]) and worse["p_positive"] == 0.0
+  # Only shared utterances count; fewer than two cannot be resampled.
+  assert bootstrap.pnmi_gain(noisy, {"u0": exact["u0"], "u1": exact["u1"]})["utterances"] == 2
+  with pytest.raises(ValueError, match="at least 2 shared utterances"):
+    bootstrap.pnmi_gain(noisy, {"u0": exact["u0"]})

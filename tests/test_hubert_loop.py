@@ -122,8 +122,15 @@ def test_every_stage_output_has_the_right_shape(loop_run):
       for split in ("train", "valid")
       for s in ("kmeans_mfcc", "kmeans_it1", "kmeans_it2")
   ]
-  for row in rows:
+  for i, row in enumerate(rows):
     assert 0 < row["metrics"]["pnmi"] < 1 and row["k"] == K
+    gain = row.get("gain_vs_previous")
+    if row["stage"] == "kmeans_mfcc":
+      assert gain is None
+    else:  # Over the same utterances, so exactly the difference of the rows' PNMI.
+      above = rows[i - 1]["metrics"]["pnmi"]
+      assert gain["gain"] == pytest.approx(row["metrics"]["pnmi"] - above, abs=1e-9)
+      assert gain["std"] > 0 and 0 <= gain["p_positive"] <= 1
   table = (work / "units_table.md").read_text()
   assert (
       "| MFCC k-means | 8 | train |" in table and table.count("\n|") == 8

@@ -9,17 +9,28 @@ from typing import Sequence, Union
 from etils import epath
 
 PathLike = Union[str, os.PathLike, epath.Path]
-COLUMNS = ("units", "K", "split", "frames", "PNMI", "phone purity", "cluster purity")
+COLUMNS = (
+    "units",
+    "K",
+    "split",
+    "frames",
+    "PNMI",
+    "PNMI gain vs row above (± bootstrap s.d., P(gain > 0))",
+    "phone purity",
+    "cluster purity",
+)
 
 
 def format_table(rows: Sequence[dict]) -> str:
-  """Markdown table of rows with keys `units`, `k`, `split`, `metrics` (`unit_quality` dict)."""
-  lines = ["| " + " | ".join(COLUMNS) + " |", "|---|---:|---|---:|---:|---:|---:|"]
+  """Markdown table of rows with keys `units`, `k`, `split`, `metrics` (`unit_quality` dict)
+  and optionally `gain_vs_previous` (`bootstrap.pnmi_gain` dict)."""
+  lines = ["| " + " | ".join(COLUMNS) + " |", "|---|---:|---|---:|---:|---:|---:|---:|"]
   for row in rows:
-    m = row["metrics"]
+    m, g = row["metrics"], row.get("gain_vs_previous")
+    gain = f"{g['gain']:+.4f} ± {g['std']:.4f} ({g['p_positive']:.2f})" if g else "–"
     lines.append(
         f"| {row['units']} | {row['k']} | {row['split']} | {m['num_frames']} | {m['pnmi']:.4f} "
-        f"| {m['phone_purity']:.4f} | {m['cluster_purity']:.4f} |"
+        f"| {gain} | {m['phone_purity']:.4f} | {m['cluster_purity']:.4f} |"
     )
   return "\n".join(lines)
 

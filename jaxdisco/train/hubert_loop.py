@@ -50,6 +50,7 @@ from jaxdisco.clustering import labels as labels_lib
 from jaxdisco.data import audio
 from jaxdisco.data import manifest as manifest_lib
 from jaxdisco.data import mfcc
+from jaxdisco.evaluation import bootstrap
 from jaxdisco.evaluation import units as units_lib
 from jaxdisco.evaluation import units_table
 from jaxdisco.train.config_checks import ConfigError, check_pretrain_config
@@ -382,7 +383,21 @@ def _check_marker(stage: Stage, marker: epath.Path) -> dict:
   return record["summary"]
 
 
-def _table_rows(config, summaries: dict[str, dict]) -> list[dict]:
+def _stage_frames(config, workdir: epath.Path, stage: str, split: str, alignments) -> dict:
+  """{utterance id: (phones, units)} of a k-means stage's `.km` file for `split`."""
+  km = workdir / stage / f"{split}.km"
+  rate = mfcc.FRAME_RATE if stage == "kmeans_mfcc" else config.loop.feature_label_rate
+  return bootstrap.utterance_frames(
+      alignments,
+      labels_lib.read_km(km),
+      labels_lib.read_ids(labels_lib.ids_path(km)),
+      frame_rate=rate,
+  )
+
+
+def _table_rows(config, summaries: dict[str, dict], workdir: epath.Path) -> list[dict]:
+  """Rows of the unit table; each row after the first of a split also gets `gain_vs_previous`,
+  its PNMI gain over the row above with the paired-bootstrap spread over utterances."""
   names = {
       "kmeans_mfcc": "MFCC k-means",
       "kmeans_it1": f"iteration 1, layer {config.loop.layer} k-means",
@@ -390,11 +405,18 @@ def _table_rows(config, summaries: dict[str, dict]) -> list[dict]:
   }
   rows = []
   for split in ("train", "valid"):
+    previous = None
     for stage, label in names.items():
       units = summaries.get(stage, {}).get(f"{split}_units")
-      if units:
-        k = summaries[stage]["k"]
-        rows.append({"units": label, "k": k, "split": split, "stage": stage, **units})
+      if not units:
+        continue
+      row = {"units": label, "k": summaries[stage]["k"], "split": split, "stage": stage, **units}
+      alignments = units_lib.read_alignments(config.loop[f"{split}_alignments"])
+      frames = _stage_frames(config, workdir, stage, split, alignments)
+      if previous is not None:
+        row["gain_vs_previous"] = bootstrap.pnmi_gain(previous, frames)
+      previous = frames
+      rows.append(row)
   return rows
 
 
@@ -444,7 +466,7 @@ def run_hubert_loop(config, workdir, *, stop_after_stage: Optional[int] = None) 
     if stop_after_stage is not None and number >= stop_after_stage:
       stopped = number
       break
-  rows = _table_rows(config, summaries)
+  rows = _table_rows(config, summaries, workdir)
   markdown = None
   if rows:
     loop = config.loop
