@@ -130,6 +130,21 @@ def test_cli_prints_metrics_and_rejects_bad_input(tmp_path):
   bad = subprocess.run(base, capture_output=True, text=True, check=False, timeout=120)
   assert bad.returncode != 0 and "more than 1 frame" in bad.stderr
 
+  # --baseline: a uninformative 50 Hz unit set (PNMI 0), so the gain is the units' own PNMI.
+  lb.write_km(tmp_path / "flat.km", [np.zeros(14, int), np.zeros(9, int)], ["u1", "u2"])
+  compare = base + ["--frame-rate", "100", "--baseline", str(tmp_path / "flat.km")]
+  run = lambda extra: subprocess.run(
+      compare + extra, capture_output=True, text=True, check=False, timeout=120
+  )
+  ok = run(["--baseline-frame-rate", "50"])
+  assert ok.returncode == 0, ok.stderr
+  pnmi = float(ok.stdout.split("PNMI            ")[1].split()[0])
+  gain_line = ok.stdout.split("PNMI gain       ")[1]
+  assert float(gain_line.split()[0]) == pytest.approx(pnmi, abs=1e-4) and pnmi > 0.1
+  assert "2 shared utterances" in gain_line
+  wrong_rate = run([])  # The baseline read at 100 Hz: its lengths do not fit the alignments.
+  assert wrong_rate.returncode != 0 and "--baseline:" in wrong_rate.stderr
+
 
 def test_pnmi_gain_bootstrap():
   from jaxdisco.evaluation import bootstrap

@@ -1,5 +1,7 @@
 """`jaxdisco eval-units --units X.km --alignments A.jsonl [--manifest M.tsv] [--frame-rate 50]
-[--plot out.png]`: PNMI, phone purity and cluster purity of units against phone alignments.
+[--plot out.png] [--baseline B.km [--baseline-frame-rate 100]]`: PNMI, phone purity and cluster
+purity of units against phone alignments; with `--baseline`, also the PNMI gain over B on the
+utterances both cover, with its paired-bootstrap spread over utterances.
 
 The `.km` lines are matched to alignment ids through `--manifest` (the lines follow manifest
 order, as fairseq writes them) or, without it, through the sidecar `X.km.ids` that jaxdisco
@@ -21,6 +23,14 @@ _MAX_FRAME_DIFF = flags.DEFINE_integer(
     "max-frame-diff", 1, "Allowed per-utterance difference between unit and expected frames."
 )
 _PLOT = flags.DEFINE_string("plot", None, "Optional PNG of p(phone | unit).")
+_BASELINE = flags.DEFINE_string(
+    "baseline",
+    None,
+    "Another .km file (with its .ids sidecar, or following --manifest) to compare.",
+)
+_BASELINE_RATE = flags.DEFINE_float(
+    "baseline-frame-rate", None, "Frame rate of --baseline; default --frame-rate."
+)
 
 
 def main(argv):
@@ -54,3 +64,31 @@ def main(argv):
   if _PLOT.value:
     units.plot_cooccurrence(phones, unit_frames, _PLOT.value, title=_UNITS.value)
     print(f"plot            {_PLOT.value}")
+  if _BASELINE.value:
+    try:
+      gain = _gain_over_baseline()
+    except (units.AlignmentError, FileNotFoundError, ValueError) as e:
+      raise app.UsageError(f"--baseline: {e}") from e
+    print(
+        f"PNMI gain       {gain['gain']:+.4f} over {_BASELINE.value} (bootstrap s.d. "
+        f"{gain['std']:.4f}, P(gain > 0) {gain['p_positive']:.2f}, "
+        f"{gain['utterances']} shared utterances)"
+    )
+
+
+def _gain_over_baseline() -> dict:
+  from jaxdisco.evaluation import bootstrap, units  # pylint: disable=g-import-not-at-top
+
+  alignments = units.read_alignments(_ALIGNMENTS.value)
+  rate = _FRAME_RATE.value
+  sides = [
+      (_BASELINE.value, rate if _BASELINE_RATE.value is None else _BASELINE_RATE.value),
+      (_UNITS.value, rate),
+  ]
+  before, after = (
+      bootstrap.utterance_frames(
+          alignments, *units.read_km_with_ids(path, _MANIFEST.value), frame_rate=r
+      )
+      for path, r in sides
+  )
+  return bootstrap.pnmi_gain(before, after)

@@ -214,23 +214,11 @@ def unit_quality(phones, units) -> dict[str, float]:
   return quality_from_counts(counts)
 
 
-def evaluate_km_file(
-    units_path: PathLike,
-    alignments_path: PathLike,
-    *,
-    manifest_path: Optional[PathLike] = None,
-    frame_rate: float = 50.0,
-    window: float = DEFAULT_WINDOW,
-    max_frame_diff: int = 1,
-) -> tuple[dict, np.ndarray, np.ndarray]:
-  """`unit_quality` of a `.km` file against a JSONL alignment file.
-
-  Utterance ids of the `.km` lines come from `manifest_path` (lines are in manifest order, as
-  fairseq writes them) or, without it, from the sidecar `{units_path}.ids`.
-
-  Returns:
-    (metrics dict incl. `utterances` and `frame_diff`, phones `[frames]`, units `[frames]`).
-  """
+def read_km_with_ids(
+    units_path: PathLike, manifest_path: Optional[PathLike] = None
+) -> tuple[list[np.ndarray], list[str]]:
+  """A `.km` file's unit sequences and their utterance ids: from `manifest_path` (the lines
+  follow manifest order, as fairseq writes them) or, without it, the sidecar `{units_path}.ids`."""
   from jaxdisco.clustering import labels as labels_lib  # pylint: disable=g-import-not-at-top
   from jaxdisco.data import manifest as manifest_lib  # pylint: disable=g-import-not-at-top
 
@@ -251,6 +239,27 @@ def evaluate_km_file(
     raise AlignmentError(
         f"{units_path} has {len(units)} lines but {source} lists " f"{len(ids)} utterances"
     )
+  return units, ids
+
+
+def evaluate_km_file(
+    units_path: PathLike,
+    alignments_path: PathLike,
+    *,
+    manifest_path: Optional[PathLike] = None,
+    frame_rate: float = 50.0,
+    window: float = DEFAULT_WINDOW,
+    max_frame_diff: int = 1,
+) -> tuple[dict, np.ndarray, np.ndarray]:
+  """`unit_quality` of a `.km` file against a JSONL alignment file.
+
+  Utterance ids of the `.km` lines come from `manifest_path` (lines are in manifest order, as
+  fairseq writes them) or, without it, from the sidecar `{units_path}.ids`.
+
+  Returns:
+    (metrics dict incl. `utterances` and `frame_diff`, phones `[frames]`, units `[frames]`).
+  """
+  units, ids = read_km_with_ids(units_path, manifest_path)
   phones, unit_frames, stats = pair_frames(
       read_alignments(alignments_path),
       units,
