@@ -156,3 +156,16 @@ def test_cudnn_padding_and_lengths_match_the_mask(monkeypatch):
     want = real(q, k, v, mask=key_valid[:, None, None, :], implementation="xla")
   assert got.shape == want.shape == (3, 70, 2, 8)
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+
+
+def test_checkpoints_resume_across_the_attention_kernel():
+  """`model.attention` changes no parameter: a checkpoint written with another kernel, or before
+  the field existed, still resumes; a field that changes the model is still refused."""
+  from jaxdisco.train.checkpoint import CheckpointMismatchError, check_compatible
+
+  current = {"model": ModelConfig(attention="xla").to_dict()}
+  before_the_field = {"model": {k: v for k, v in current["model"].items() if k != "attention"}}
+  check_compatible(before_the_field, current, "ckpt")
+  check_compatible({"model": ModelConfig(attention="auto").to_dict()}, current, "ckpt")
+  with pytest.raises(CheckpointMismatchError, match="model.ffn_dim"):
+    check_compatible({"model": ModelConfig(ffn_dim=1024).to_dict()}, current, "ckpt")

@@ -50,6 +50,16 @@ def _eval_spec(node: ast.AST, text: str) -> Any:
   )
 
 
+# Fields that choose how the model is computed, not what it holds or computes: a checkpoint
+# or a finished HuBERT-loop stage stays valid across them (and across their absence in ones
+# written before they existed).
+COMPUTE_ONLY_FIELDS = ("attention",)
+
+
+def without_compute_only(model_fields: Mapping[str, Any]) -> dict[str, Any]:
+  return {k: v for k, v in model_fields.items() if k not in COMPUTE_ONLY_FIELDS}
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Backbone hyperparameters; defaults are wav2vec 2.0 BASE."""

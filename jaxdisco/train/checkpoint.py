@@ -17,7 +17,7 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
-from jaxdisco.models.config import ModelConfig
+from jaxdisco.models.config import ModelConfig, without_compute_only
 
 # Config blocks that decide the shapes and meaning of saved parameters: a checkpoint written
 # under different values cannot be resumed (a different learning rate can).
@@ -71,7 +71,8 @@ def check_compatible(saved_config: dict, config_dict: dict, where: str) -> None:
   """Raises CheckpointMismatchError naming every field whose value differs."""
   diffs = []
   for block in _COMPATIBILITY_BLOCKS:
-    saved, current = saved_config.get(block, {}), config_dict.get(block, {})
+    saved = without_compute_only(saved_config.get(block, {}))
+    current = without_compute_only(config_dict.get(block, {}))
     for field in sorted(set(saved) | set(current)):
       if saved.get(field, "<absent>") != current.get(field, "<absent>"):
         diffs.append(
