@@ -53,6 +53,7 @@ from jaxdisco.data import mfcc
 from jaxdisco.evaluation import bootstrap
 from jaxdisco.evaluation import units as units_lib
 from jaxdisco.evaluation import units_table
+from jaxdisco.models.config import without_compute_only
 from jaxdisco.train.config_checks import ConfigError, check_pretrain_config
 from jaxdisco.train.hubert_defaults import hubert_loop_defaults
 
@@ -292,7 +293,8 @@ def _progress(message: str) -> None:
 
 def _stages(config, workdir: epath.Path) -> list[Stage]:
   loop = config.loop
-  model_inputs = {"model": config.model.to_dict(), "data": config.data.to_dict()}
+  model_fields = without_compute_only(config.model.to_dict())
+  model_inputs = {"model": model_fields, "data": config.data.to_dict()}
   kmeans_inputs = {
       f: loop[f]
       for f in ("kmeans_fraction", "kmeans_batch_size", "kmeans_n_init", "kmeans_max_iter")
@@ -301,7 +303,8 @@ def _stages(config, workdir: epath.Path) -> list[Stage]:
   layer_meta = {"layer": int(loop.layer), "layer_output": "hidden_states[layer]"}
   train_inputs = lambda i: {
       "steps": int(loop.steps[i]),
-      **{b: config[b].to_dict() for b in ("model", "objective", "optim", "data")},
+      **{b: config[b].to_dict() for b in ("objective", "optim", "data")},
+      "model": model_fields,
   }
   stages = [
       Stage(
@@ -368,6 +371,8 @@ def _stages(config, workdir: epath.Path) -> list[Stage]:
 def _check_marker(stage: Stage, marker: epath.Path) -> dict:
   record = json.loads(marker.read_text())
   saved = json.loads(json.dumps(record["inputs"]))
+  if "model" in saved:  # Markers written while compute-only fields were recorded.
+    saved["model"] = without_compute_only(saved["model"])
   current = json.loads(json.dumps(stage.inputs))  # Tuples -> lists, as stored.
   diffs = [
       f"{key}: done with {saved.get(key, '<absent>')!r}, config has {current.get(key)!r}"
@@ -405,13 +410,14 @@ def _table_rows(config, summaries: dict[str, dict], workdir: epath.Path) -> list
   }
   rows = []
   for split in ("train", "valid"):
-    previous = None
+    previous, alignments = None, None
     for stage, label in names.items():
       units = summaries.get(stage, {}).get(f"{split}_units")
       if not units:
         continue
       row = {"units": label, "k": summaries[stage]["k"], "split": split, "stage": stage, **units}
-      alignments = units_lib.read_alignments(config.loop[f"{split}_alignments"])
+      if alignments is None:  # Read once per split, only when a stage was scored.
+        alignments = units_lib.read_alignments(config.loop[f"{split}_alignments"])
       frames = _stage_frames(config, workdir, stage, split, alignments)
       if previous is not None:
         row["gain_vs_previous"] = bootstrap.pnmi_gain(previous, frames)
