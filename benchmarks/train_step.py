@@ -188,17 +188,37 @@ def lax_conv1d(x, kernel, stride: int):
 CONV_VARIANTS = {"matmul": None, "lax": lax_conv1d}
 
 
+def lax_grouped_conv(x, kernel, groups: int):
+  """The positional conv as XLA's grouped convolution with XLA's gradients (the ablation of
+  `jaxdisco.models.grouped_conv`)."""
+  from jaxdisco.models import grouped_conv
+
+  return grouped_conv.lax_grouped_conv(x, kernel, groups)
+
+
+POS_CONV_VARIANTS = {"fft": None, "lax": lax_grouped_conv}
+
+
 def jaxdisco_step(
-    method: str, cfg, batch: int, samples: int, remat: str = "none", conv: str = "matmul"
-) -> Callable:
+    method: str,
+    cfg,
+    batch: int,
+    samples: int,
+    remat: str = "none",
+    conv: str = "matmul",
+    return_compiled: bool = False,
+    pos_conv: str = "fft",
+):
   """() -> None running one jitted train step on a fixed batch (state carried along).
 
-  The step is compiled here (ahead of time), with `conv` selecting the conv implementation.
+  The step is compiled here (ahead of time), with `conv` selecting the conv stack's
+  implementation and `pos_conv` the positional conv's (CONV_VARIANTS, POS_CONV_VARIANTS).
+  With `return_compiled`, returns (run, the compiled step) instead.
   """
   from flax import linen as nn
   from unittest import mock
 
-  from jaxdisco.models import feature_encoder
+  from jaxdisco.models import feature_encoder, positional
   from jaxdisco.train import methods
   from jaxdisco.train.optimizer import learning_rate_schedule, make_optimizer
   from jaxdisco.train.state import TrainState
@@ -217,7 +237,11 @@ def jaxdisco_step(
   holder = {"state": TrainState.create(params, optimizer, jax.random.key(0))}
   data = jax.device_put(synthetic_batch(method, batch, samples))
   conv_fn = CONV_VARIANTS[conv] or feature_encoder.strided_conv1d
-  with mock.patch.object(feature_encoder, "strided_conv1d", conv_fn):
+  pos_fn = POS_CONV_VARIANTS[pos_conv] or positional.grouped_conv1d
+  with (
+      mock.patch.object(feature_encoder, "strided_conv1d", conv_fn),
+      mock.patch.object(positional, "grouped_conv1d", pos_fn),
+  ):
     compiled = jax.jit(step, donate_argnums=0).lower(holder["state"], data).compile()
   if jax.default_backend() == "gpu":
     kernel = "cuDNN" if "cudnn$fmha" in compiled.as_text() else "XLA"
@@ -227,7 +251,7 @@ def jaxdisco_step(
     holder["state"], metrics = compiled(holder["state"], data)
     jax.block_until_ready(metrics["loss"])
 
-  return run
+  return (run, compiled) if return_compiled else run
 
 
 def torch_step(cfg, batch: int, samples: int) -> Callable:
@@ -358,8 +382,9 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
   parser.add_argument(
       "--ablations",
       action="store_true",
-      help="also time jaxdisco wav2vec2 with XLA's native conv, and with remat=dots_saveable "
-      "(CPU) or XLA's attention instead of cuDNN's (GPU)",
+      help="also time jaxdisco wav2vec2 with XLA's native conv, with XLA's grouped conv for "
+      "the positional conv (and its gradients), and with remat=dots_saveable (CPU) or XLA's attention instead of "
+      "cuDNN's (GPU)",
   )
   parser.add_argument("--no-hubert", action="store_true", help="time wav2vec 2.0 only")
   parser.add_argument("--flax-python", default=None, help="python of a ready HF Flax venv")
@@ -399,7 +424,7 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
         ("jaxdisco hubert", lambda: jaxdisco_step("hubert", cfg, batch, samples), hub_flops)
     )
   if args.ablations:
-    variants = [("conv=lax", cfg, dict(conv="lax"))]
+    variants = [("conv=lax", cfg, dict(conv="lax")), ("pos_conv=lax", cfg, dict(pos_conv="lax"))]
     if on_gpu:  # "auto" picks cuDNN flash attention there; XLA's is the baseline.
       variants.append(("attention=xla", dataclasses.replace(cfg, attention="xla"), {}))
     else:

@@ -1,5 +1,6 @@
 """The benchmark suite's own logic: its analytic FLOP model (checked against XLA's cost analysis
-of the lowered programs, nothing is run) and the `python -m benchmarks` runner."""
+of the lowered programs, nothing is run), the `python -m benchmarks` runner, and the step
+profiler's attribution of traced ops to model parts."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from conftest import REPO
 
 sys.path.insert(0, str(REPO))  # benchmarks/ is a top-level folder, not an installed package.
 from benchmarks import __main__ as runner  # noqa: E402
-from benchmarks import train_step  # noqa: E402
+from benchmarks import step_profile, train_step  # noqa: E402
 from jaxdisco.models.feature_encoder import strided_conv1d  # noqa: E402
 from jaxdisco.models.hubert import HubertForPretraining  # noqa: E402
 from jaxdisco.models.wav2vec2 import Wav2Vec2ForPretraining  # noqa: E402
@@ -90,3 +91,37 @@ def test_runner_reports_missing_and_tables(tmp_path, monkeypatch):
   assert "a printed table" in text
   for field in ("- date: ", "- machine: ", "- versions: ", "- load average"):
     assert field in text
+
+
+def test_time_shares_split_overlaps_and_add_up_to_busy_time():
+  # [0, 10) alone; [10, 20) shared by two; [30, 40) alone: 30 ns busy out of 40.
+  events = [(0, 20, "a", ""), (10, 20, "b", ""), (30, 40, "c", "")]
+  assert step_profile.time_shares(events) == pytest.approx([15e-9, 5e-9, 10e-9])
+
+
+def test_profile_attributes_traced_ops_to_model_parts(tmp_path):
+  def step(x, w):
+    with jax.named_scope("feature_encoder"):
+      h = jnp.tanh(x @ w)
+    with jax.named_scope("attention"):
+      h = jax.nn.softmax(h @ h.T) @ h
+    return jnp.sum(h)
+
+  x = jax.random.normal(jax.random.key(0), (256, 256))
+  compiled = jax.jit(jax.grad(step, argnums=1)).lower(x, x).compile()
+  compiled(x, x).block_until_ready()
+  with jax.profiler.trace(str(tmp_path)):
+    for _ in range(2):
+      compiled(x, x).block_until_ready()
+  (trace,) = tmp_path.glob("**/*.xplane.pb")
+  per_op = step_profile.summarize(str(trace), compiled.as_text(), trace_steps=2)
+  parts = {}
+  for (_, path), sec in per_op.items():
+    part = step_profile.classify(path) if path else ("unattributed", "-")
+    parts[part] = parts.get(part, 0.0) + sec
+  for part in [("conv stack", "fwd"), ("conv stack", "bwd"), ("attention", "fwd")]:
+    assert parts.get(part, 0.0) > 0, (part, parts)
+  assert step_profile.classify("jit(step)/transpose(jvp(M))/backbone/encoder/pos_conv/fft") == (
+      "pos conv",
+      "bwd",
+  )

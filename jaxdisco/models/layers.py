@@ -67,5 +67,14 @@ def scale_gradient(x: Array, multiplier: float) -> Array:
 
 
 def gelu(x: Array) -> Array:
-  # The reference and Hugging Face use the exact erf form, not the tanh approximation.
-  return jax.nn.gelu(x, approximate=False)
+  """Exact GELU, x * Phi(x), as the reference and Hugging Face compute it: 0.5 x (1 + erf(x/√2)).
+
+  Not `jax.nn.gelu(approximate=False)`, which goes through erfc: the same function to 1e-6 in
+  fp32, but XLA's CPU erfc costs an exp and two selects per element, and its gradient more; on
+  the conv stack's largest activation (4 x 6399 x 512) layer norm + GELU forward and backward
+  took 228 ms that way and 98 ms this way on 2 cores.
+  """
+  return 0.5 * x * (1.0 + jax.lax.erf(x * jnp.asarray(_SQRT_HALF, x.dtype)))
+
+
+_SQRT_HALF = 0.7071067811865476

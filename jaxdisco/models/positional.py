@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from jaxdisco.models.grouped_conv import grouped_conv1d
 from jaxdisco.models.layers import gelu
 
 Array = jax.Array
@@ -49,14 +50,5 @@ class ConvPositionalEmbedding(nn.Module):
     )
     norm = jnp.sqrt(jnp.sum(jnp.square(weight_v), axis=(1, 2), keepdims=True))
     kernel = weight_v * (weight_g[:, None, None] / norm)
-    y = jax.lax.conv_general_dilated(
-        x.astype(self.dtype),
-        kernel.astype(self.dtype),
-        window_strides=(1,),
-        padding=[(k // 2, k // 2)],
-        dimension_numbers=("NWC", "WIO", "NWC"),
-        feature_group_count=g,
-    )
-    if k % 2 == 0:
-      y = y[:, :-1]
+    y = grouped_conv1d(x.astype(self.dtype), kernel.astype(self.dtype), g)
     return gelu(y + bias.astype(y.dtype))
