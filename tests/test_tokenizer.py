@@ -3,6 +3,7 @@ chunking, dedup/offset, integrity checks and the tokenize command."""
 
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from jaxdisco.clustering import kmeans
 from jaxdisco.data.audio import read_audio
 from jaxdisco.data.normalize import normalize_waveform
 from jaxdisco.export.huggingface import save_hf_checkpoint
+from jaxdisco.export import tokenizer as export_lib
 from jaxdisco.export.tokenizer import export_tokenizer
 from jaxdisco.models.wav2vec2 import Wav2Vec2Backbone, Wav2Vec2ForPretraining
 from jaxdisco.tokenize_files import tokenize_files
@@ -180,6 +182,16 @@ def check_stablehlo_in_fresh_process(dirs: list[str], tmp_path) -> None:
 
 def test_fresh_process_stablehlo_equals_library(kmeans_tokenizers, codebook_tokenizer, tmp_path):
   check_stablehlo_in_fresh_process([str(kmeans_tokenizers[1]), str(codebook_tokenizer)], tmp_path)
+
+
+def test_programs_run_on_every_backend(kmeans_tokenizers, codebook_tokenizer):
+  """Programs are lowered for CPU, CUDA and TPU whichever backend exported them."""
+  for directory in (kmeans_tokenizers[1], codebook_tokenizer):
+    programs = sorted(pathlib.Path(directory).glob(f"{export_lib.PROGRAM_DIR}/*.jax.export"))
+    assert programs, directory
+    for path in programs:
+      exported = jax.export.deserialize(bytearray(path.read_bytes()))
+      assert exported.platforms == export_lib.PROGRAM_PLATFORMS == ("cpu", "cuda", "tpu")
 
 
 def test_kmeans_ids_match_features_and_assign(source_features, kmeans_tokenizers):

@@ -245,6 +245,11 @@ def content_hash(files: dict[str, str]) -> str:
   return hashlib.sha256(text.encode()).hexdigest()
 
 
+# A program is lowered for each of these, so one exported anywhere runs on any of them (the
+# model's few backend-specific paths, such as the positional conv's, are chosen at run time).
+PROGRAM_PLATFORMS = ("cpu", "cuda", "tpu")
+
+
 def serialize_program(spec, weights, num_samples: int) -> bytearray:
   """The tokenizer for [b, num_samples] inputs, b symbolic, as `jax.export` bytes."""
   (batch,) = jax.export.symbolic_shape("b")
@@ -253,7 +258,7 @@ def serialize_program(spec, weights, num_samples: int) -> bytearray:
     spec = dataclasses.replace(spec, config=dataclasses.replace(spec.config, attention="xla"))
   shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), weights)
   fn = jax.jit(functools.partial(unit_kinds.tokenize, spec))
-  exported = jax.export.export(fn)(
+  exported = jax.export.export(fn, platforms=PROGRAM_PLATFORMS)(
       shapes,
       jax.ShapeDtypeStruct((batch, num_samples), np.float32),
       jax.ShapeDtypeStruct((batch, num_samples), np.bool_),
