@@ -1,4 +1,4 @@
-r"""The whole HuBERT loop at demo size on the shipped corpus: ~25 min on 2 CPU cores.
+r"""The whole HuBERT loop at demo size on the shipped corpus: ~18 min on 2 CPU cores.
 
   jaxdisco hubert-iterate --config configs/hubert_demo.py --workdir hubert-demo
 
@@ -16,8 +16,9 @@ What differs from HuBERT BASE, and why:
     layer-2 k-means scores PNMI 0.14 against 0.42 for MFCC k-means.
   * lr 1e-3 with 50 warm-up steps, 1 s crops, batch 8, 1600 + 3000 steps.
 Unit quality of a full run (K = 50, layer 2; train / valid PNMI): MFCC 0.425 / 0.487, iteration 1
-0.435 / 0.505, iteration 2 0.440 / 0.503. On train each gain is beyond its bootstrap spread; on
-valid iteration 2 ties iteration 1 (README.md, "HuBERT", has the table and longer runs).
+0.441 / 0.515, iteration 2 0.442 / 0.502. Iteration 1 beats MFCC beyond its bootstrap spread on
+both splits; iteration 2 ties iteration 1 on train and loses on valid, within the spread between
+training runs (README.md, "HuBERT", has the table and longer runs).
 """
 
 from jaxdisco.assets import demo_corpus_dir

@@ -18,7 +18,7 @@ CELLS = [
         `jaxdisco.train.hubert_loop.run_hubert_loop(config, workdir)` runs all of it, one
         resumable stage per subdirectory, and scores every set of units against the corpus's
         phone alignments (PNMI, phone purity, cluster purity). Full size is
-        `configs/hubert_demo.py` (1600 + 3000 steps, K = 50; about 25 minutes on 2 CPU
+        `configs/hubert_demo.py` (1600 + 3000 steps, K = 50; about 18 minutes on 2 CPU
         cores); `TINY` uses a quarter of the corpus, a 32-wide model, 20 steps and K = 8.
         """),
     INSTALL,
