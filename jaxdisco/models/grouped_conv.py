@@ -13,8 +13,8 @@ XLA's grouped convolution is slow here on two backends, measured in the BASE / C
     0.1 GFLOP.
 All three products are correlations or convolutions along time, so they are computed through
 real FFTs in fp32 instead: O(frames log frames) per channel plus a [dim/groups]^2 complex
-product per frequency and group. Which path runs is chosen per backend at lowering
-(`lax.platform_dependent`): FFTs for everything on GPU; on CPU XLA's forward and input gradient
+product per frequency and group. Which path runs is chosen per backend
+(`lax.platform_dependent`, so a program exported for several backends keeps each one's): FFTs for everything on GPU; on CPU XLA's forward and input gradient
 (fast there) with the FFT kernel gradient; on TPU XLA's convolution throughout (not measured).
 """
 
