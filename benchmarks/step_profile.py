@@ -10,8 +10,8 @@ through the `op_name` metadata of its instruction in the compiled HLO (the Flax 
 and the primitive), and to forward or backward (`transpose(` in the path marks backward).
 
 Prints, per batch size: step time; the device's busy time per step (the union of the ops'
-intervals) against the step's wall time, so that launch gaps and host work show as the difference; and a
-table of milliseconds per step by part x direction, with the part's achieved TFLOP/s (from the
+intervals) against the step's wall time, so that launch gaps and host work show as the
+difference; and a table of milliseconds per step by part x direction, with the part's achieved TFLOP/s (from the
 analytic FLOPs) where the part does matmul-like work. Ops that overlap in time (GPU streams,
 CPU threads) share the interval, so the parts add up to the busy time. `--out DIR` also writes
 the top ops and kernels with their paths (`ops_b{batch}.tsv`); `--raw` keeps the trace and HLO,

@@ -14,8 +14,9 @@ XLA's grouped convolution is slow here on two backends, measured in the BASE / C
 All three products are correlations or convolutions along time, so they are computed through
 real FFTs in fp32 instead: O(frames log frames) per channel plus a [dim/groups]^2 complex
 product per frequency and group. Which path runs is chosen per backend
-(`lax.platform_dependent`, so a program exported for several backends keeps each one's): FFTs for everything on GPU; on CPU XLA's forward and input gradient
-(fast there) with the FFT kernel gradient; on TPU XLA's convolution throughout (not measured).
+(`lax.platform_dependent`, so a program exported for several backends keeps each one's): FFTs
+for everything on GPU; on CPU XLA's forward and input gradient (fast there) with the FFT kernel
+gradient; on TPU XLA's convolution throughout (not measured).
 """
 
 from __future__ import annotations
@@ -127,26 +128,31 @@ def _lax_kernel_grad(x, kernel, groups, dy):
   return k_vjp(dy)[0]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def grouped_conv1d(x: Array, kernel: Array, groups: int) -> Array:
-  """The grouped conv of the module docstring; the same function on every backend."""
+def _forward(x: Array, kernel: Array, groups: int) -> Array:
   fft = lambda x, k: fft_grouped_conv(x, k, groups)
   lax = lambda x, k: lax_grouped_conv(x, k, groups)
   return jax.lax.platform_dependent(x, kernel, cuda=fft, rocm=fft, default=lax)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def grouped_conv1d(x: Array, kernel: Array, groups: int) -> Array:
+  """The grouped conv of the module docstring; the same function on every backend."""
+  return _forward(x, kernel, groups)
+
+
 def _fwd(x, kernel, groups):
-  return grouped_conv1d(x, kernel, groups), (x, kernel)
+  return _forward(x, kernel, groups), (x, kernel)
 
 
 def _bwd(groups, residuals, dy):
   x, kernel = residuals
+  fft_dx = lambda x, k, dy: fft_input_grad(dy, k, groups).astype(x.dtype)
   dx = jax.lax.platform_dependent(
       x,
       kernel,
       dy,
-      cuda=lambda x, k, dy: fft_input_grad(dy, k, groups).astype(x.dtype),
-      rocm=lambda x, k, dy: fft_input_grad(dy, k, groups).astype(x.dtype),
+      cuda=fft_dx,
+      rocm=fft_dx,
       default=lambda x, k, dy: _lax_input_grad(x, k, groups, dy),
   )
   dk = jax.lax.platform_dependent(
