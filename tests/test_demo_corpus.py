@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "jaxdisco" / "assets" / "demo_corpus"
 SCRIPT = REPO / "tools" / "make_demo_corpus.py"
 SPLITS = ("train", "valid")
+EXT_SPLITS = ("train_ext", "valid_ext")
 SR = 16000
 
 
@@ -58,7 +59,7 @@ def check_split(corpus: Path, split: str):
   assert len(words) == len(rows) == len(aligns)
   ids, labels = [], set()
   for (name, num_samples), text, align in zip(rows, words, aligns):
-    utt_id = name.removesuffix(".flac")
+    utt_id = Path(name).stem
     assert align["id"] == utt_id
     assert text.strip()
     info = sf.info(str(root / name))
@@ -81,16 +82,49 @@ def test_demo_corpus_files():
   assert not ids["train"] & ids["valid"]
   assert "sil" in labels
   assert len(labels) >= 30
+  for split in EXT_SPLITS:
+    ids[split] = set(check_split(CORPUS, split)[0])
+  # The extended splits start with the shipped ones, in order, and add new sentences only.
+  for split in SPLITS:
+    lines = (CORPUS / f"{split}.tsv").read_text().splitlines()
+    assert (CORPUS / f"{split}_ext.tsv").read_text().splitlines()[: len(lines)] == lines
+  assert len(ids["train_ext"]) == 4 * len(ids["train"]) and len(ids["valid_ext"]) > len(
+      ids["valid"]
+  )
+  assert not ids["train_ext"] & ids["valid_ext"]
   meta = read_jsonl(CORPUS / "meta.jsonl")
-  assert {m["id"] for m in meta} == ids["train"] | ids["valid"]
+  assert {m["id"] for m in meta} == ids["train_ext"] | ids["valid_ext"]
+  texts = [m["text"] for m in meta]
+  assert len(set(texts)) == len(texts)
+  assert {m["id"] for m in meta if m["split"] in SPLITS} == ids["train"] | ids["valid"]
   # Every audio file is listed in a manifest (no stale leftovers).
-  on_disk = {p.stem for p in (CORPUS / "audio").glob("*.flac")}
-  assert on_disk == ids["train"] | ids["valid"]
+  assert {p.stem for p in (CORPUS / "audio").glob("*.flac")} == ids["train"] | ids["valid"]
+  extra = ids["train_ext"] | ids["valid_ext"]
+  assert {p.stem for p in (CORPUS / "audio").glob("*.ogg")} == extra - ids["train"] - ids["valid"]
+
+
+def test_extended_splits_decode_through_the_loader():
+  # Ogg Opus needs a libsndfile built with it (the soundfile wheels are); a lossy codec still
+  # keeps the speech: the phone segments' energy separates silence from speech.
+  from jaxdisco.data.audio import read_audio  # pylint: disable=g-import-not-at-top
+
+  root, rows = read_manifest(CORPUS / "train_ext.tsv")
+  aligns = read_jsonl(CORPUS / "train_ext.align.jsonl")
+  name, num_samples = rows[-1]
+  assert name.endswith(".ogg")
+  wav = read_audio(root / name)
+  assert wav.shape == (num_samples,) and wav.dtype.name == "float32"
+  assert 0.5 < float(abs(wav).max()) < 1.1
+  energy = {"sil": [], "speech": []}
+  for phone, start, end in aligns[-1]["phones"]:
+    segment = wav[int(start * SR) : int(end * SR)]
+    energy["sil" if phone == "sil" else "speech"].append(float((segment**2).mean()))
+  assert max(energy["sil"]) * 100 < sum(energy["speech"]) / len(energy["speech"])
 
 
 def test_demo_corpus_size():
   size = sum(p.stat().st_size for p in CORPUS.rglob("*") if p.is_file())
-  assert size < 10e6, f"demo corpus grew to {size / 1e6:.1f} MB"
+  assert size < 13e6, f"demo corpus grew to {size / 1e6:.1f} MB"
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
@@ -98,7 +132,8 @@ def test_make_demo_corpus_script(tmp_path):
   pytest.importorskip("soxr")
   out = tmp_path / "corpus"
   subprocess.run(
-      [sys.executable, str(SCRIPT), "--out", str(out), "--num-train", "2", "--num-valid", "1"],
+      [sys.executable, str(SCRIPT), "--out", str(out), "--num-train", "2", "--num-valid", "1"]
+      + ["--num-train-ext", "2", "--num-valid-ext", "1"],
       check=True,
       capture_output=True,
       text=True,
@@ -108,6 +143,8 @@ def test_make_demo_corpus_script(tmp_path):
   train_ids, labels = check_split(out, "train")
   valid_ids, _ = check_split(out, "valid")
   assert len(train_ids) == 2 and len(valid_ids) == 1
+  assert check_split(out, "train_ext")[0] == train_ids + ["ext-0001", "ext-0002"]
+  assert check_split(out, "valid_ext")[0] == valid_ids + ["ext-0003"]
   assert "sil" in labels and len(labels) > 5
   for align in read_jsonl(out / "train.align.jsonl"):
     phones = align["phones"]

@@ -566,25 +566,101 @@ Generated with espeak-ng {stats['espeak_version']} (seed {stats['seed']}).
 |-------|-----------:|---------:|
 | train | {stats['train']['count']} | {stats['train']['seconds'] / 60:.1f} min |
 | valid | {stats['valid']['count']} | {stats['valid']['seconds'] / 60:.1f} min |
+| train_ext | {stats['train_ext']['count']} | {stats['train_ext']['seconds'] / 60:.1f} min |
+| valid_ext | {stats['valid_ext']['count']} | {stats['valid_ext']['seconds'] / 60:.1f} min |
 
-{stats['num_phones']} distinct phone labels (including `sil`); {stats['size_mb']:.1f} MB on disk.
+`train_ext` and `valid_ext` are `train` and `valid` plus utterances of
+further sentences (ids `ext-0001`, ..., Ogg Opus at libsndfile's default
+bitrate, about a fifth of FLAC's size), for work that needs more than
+6 minutes of audio (the HuBERT loop demo, `configs/hubert_demo.py`).
+
+{stats['num_phones']} distinct phone labels in `train` and `valid` (including `sil`);
+{stats['size_mb']:.1f} MB on disk.
 
 ## Files
 
 - `audio/{{utt_id}}.flac`: 16 kHz, mono, 16-bit FLAC; ids are `demo-0001`, ...
-- `train.tsv`, `valid.tsv`: fairseq manifests. Line 1 is the audio root,
+- `audio/{{utt_id}}.ogg`: 16 kHz, mono, Ogg Opus; ids are `ext-0001`, ...
+- `train.tsv`, `valid.tsv` (and `*_ext.tsv`): fairseq manifests. Line 1 is the audio root,
   `audio`, relative to the manifest's own directory; then one
-  `{{utt_id}}.flac<TAB>{{num_samples}}` line per utterance.
-- `train.wrd`, `valid.wrd`: one transcript per line, in manifest order,
+  `{{file}}<TAB>{{num_samples}}` line per utterance.
+- `train.wrd`, `valid.wrd` (and `*_ext.wrd`): one transcript per line, in manifest order,
   upper case without punctuation (the original text is in `meta.jsonl`).
-- `train.align.jsonl`, `valid.align.jsonl`: one JSON object per line, in
+- `train.align.jsonl`, `valid.align.jsonl` (and `*_ext.align.jsonl`): one JSON object per line, in
   manifest order: `{{"id": "demo-0001", "phones": [["sil", 0.0, 0.1], ["j", 0.1, 0.2016], ...]}}`.
   Times are seconds (4 decimals); segments are contiguous from 0 to the
   file's duration.
-- `meta.jsonl`: per utterance `id`, `split`, `voice`, `rate`, `pitch`,
-  `text`, `duration_s`.
+- `meta.jsonl`: per utterance `id`, `split` (`train`, `valid`, or
+  `train_ext` / `valid_ext` for those only in the extended splits), `voice`,
+  `rate`, `pitch`, `text`, `duration_s`.
 """
   (out / "README.md").write_text(text)
+
+
+def synthesize(tts, rng, sentences, prefix, num_train, num_valid, audio_dir: Path) -> list[dict]:
+  """Speaks sentences in order until `num_train + num_valid` fall within the duration limits.
+
+  Files are `{prefix}-0001...`; the shipped splits (prefix `demo`) are FLAC, extended ones Opus.
+  """
+  total = num_train + num_valid
+  lossless = prefix == "demo"
+  utts = []
+  for text in sentences:
+    if len(utts) == total:
+      break
+    # Prosody is drawn for every candidate (even rejected ones) so the
+    # RNG stream does not depend on synthesis results.
+    voice, rate, pitch = rng.choice(VOICES), rng.choice(RATES), rng.choice(PITCHES)
+    audio22, phones = tts.synth(text, voice, rate, pitch)
+    segs22 = events_to_segments(phones, len(audio22))
+    audio, align = render(audio22, segs22)
+    dur = len(audio) / TARGET_SR
+    if not MIN_DUR_S <= dur <= MAX_DUR_S:
+      continue
+    utt_id = f"{prefix}-{len(utts) + 1:04d}"
+    split = "train" if len(utts) < num_train else "valid"
+    if lossless:
+      file = f"{utt_id}.flac"
+      # Max FLAC compression: the corpus lives in git.
+      sf.write(audio_dir / file, audio, TARGET_SR, "PCM_16", format="FLAC", compression_level=1.0)
+    else:
+      file = f"{utt_id}.ogg"
+      sf.write(audio_dir / file, audio, TARGET_SR, "OPUS", format="OGG")
+      split += "_ext"
+    utts.append(
+        dict(
+            id=utt_id,
+            file=file,
+            split=split,
+            voice=voice,
+            rate=rate,
+            pitch=pitch,
+            text=text,
+            duration_s=round(dur, 4),
+            num_samples=len(audio),
+            phones=align,
+        )
+    )
+    if len(utts) % 20 == 0 or len(utts) == total:
+      print(
+          f"[{prefix} {len(utts)}/{total}] {utt_id} {dur:.2f}s {voice} r{rate} p{pitch}: {text}",
+          flush=True,
+      )
+  if len(utts) < total:
+    raise RuntimeError(f"only {len(utts)} of {total} {prefix} utterances within duration limits")
+  return utts
+
+
+def write_split(out: Path, name: str, rows: list[dict]) -> dict:
+  """`{name}.tsv`, `.wrd` and `.align.jsonl`, in the same order; returns count and seconds."""
+  with open(out / f"{name}.tsv", "w") as f:
+    f.write("audio\n")
+    f.writelines(f"{u['file']}\t{u['num_samples']}\n" for u in rows)
+  with open(out / f"{name}.wrd", "w") as f:
+    f.writelines(normalize_transcript(u["text"]) + "\n" for u in rows)
+  with open(out / f"{name}.align.jsonl", "w") as f:
+    f.writelines(json.dumps({"id": u["id"], "phones": u["phones"]}) + "\n" for u in rows)
+  return {"count": len(rows), "seconds": sum(u["num_samples"] for u in rows) / TARGET_SR}
 
 
 def main(argv=None) -> int:
@@ -594,6 +670,12 @@ def main(argv=None) -> int:
   ap.add_argument("--out", type=Path, default=Path("jaxdisco/assets/demo_corpus"))
   ap.add_argument("--num-train", type=int, default=128)
   ap.add_argument("--num-valid", type=int, default=16)
+  ap.add_argument(
+      "--num-train-ext", type=int, default=384, help="Opus utterances added to train_ext"
+  )
+  ap.add_argument(
+      "--num-valid-ext", type=int, default=48, help="Opus utterances added to valid_ext"
+  )
   ap.add_argument("--seed", type=int, default=1234)
   args = ap.parse_args(argv)
 
@@ -609,65 +691,27 @@ def main(argv=None) -> int:
   audio_dir.mkdir(parents=True)
 
   tts = Espeak()
-  utts = []
-  for text in sentences:
-    if len(utts) == total:
-      break
-    # Prosody is drawn for every candidate (even rejected ones) so the
-    # RNG stream does not depend on synthesis results.
-    voice, rate, pitch = rng.choice(VOICES), rng.choice(RATES), rng.choice(PITCHES)
-    audio22, phones = tts.synth(text, voice, rate, pitch)
-    segs22 = events_to_segments(phones, len(audio22))
-    audio, align = render(audio22, segs22)
-    dur = len(audio) / TARGET_SR
-    if not MIN_DUR_S <= dur <= MAX_DUR_S:
-      continue
-    utt_id = f"demo-{len(utts) + 1:04d}"
-    split = "train" if len(utts) < args.num_train else "valid"
-    sf.write(
-        audio_dir / f"{utt_id}.flac",
-        audio,
-        TARGET_SR,
-        subtype="PCM_16",
-        format="FLAC",
-        compression_level=1.0,
-    )  # max FLAC compression: the corpus lives in git
-    utts.append(
-        dict(
-            id=utt_id,
-            split=split,
-            voice=voice,
-            rate=rate,
-            pitch=pitch,
-            text=text,
-            duration_s=round(dur, 4),
-            num_samples=len(audio),
-            phones=align,
-        )
-    )
-    if len(utts) % 20 == 0 or len(utts) == total:
-      print(
-          f"[{len(utts)}/{total}] {utt_id} {dur:.2f}s {voice} r{rate} p{pitch}: {text}", flush=True
-      )
+  utts = synthesize(tts, rng, sentences, "demo", args.num_train, args.num_valid, audio_dir)
+  # The extended splits: more utterances of new sentences, drawn after the shipped ones so those
+  # stay as they were, stored as Ogg Opus (a fifth of FLAC's bytes) to keep the package small.
+  used = {u["text"] for u in utts}
+  num_ext = args.num_train_ext + args.num_valid_ext
+  more = [s for s in make_sentences(rng, 4 * num_ext + 50 + len(used)) if s not in used]
+  utts += synthesize(tts, rng, more, "ext", args.num_train_ext, args.num_valid_ext, audio_dir)
   tts.close()
-  if len(utts) < total:
-    raise RuntimeError(f"only {len(utts)} of {total} utterances within duration limits")
 
-  stats = {"seed": args.seed, "espeak_version": espeak_version(), "num_sentences": len(utts)}
+  shipped = [u for u in utts if u["id"].startswith("demo-")]
+  stats = {"seed": args.seed, "espeak_version": espeak_version(), "num_sentences": len(shipped)}
   for split in ("train", "valid"):
     rows = [u for u in utts if u["split"] == split]
-    with open(out / f"{split}.tsv", "w") as f:
-      f.write("audio\n")
-      f.writelines(f"{u['id']}.flac\t{u['num_samples']}\n" for u in rows)
-    with open(out / f"{split}.wrd", "w") as f:
-      f.writelines(normalize_transcript(u["text"]) + "\n" for u in rows)
-    with open(out / f"{split}.align.jsonl", "w") as f:
-      f.writelines(json.dumps({"id": u["id"], "phones": u["phones"]}) + "\n" for u in rows)
-    stats[split] = {"count": len(rows), "seconds": sum(u["num_samples"] for u in rows) / TARGET_SR}
+    stats[split] = write_split(out, split, rows)
+    stats[f"{split}_ext"] = write_split(
+        out, f"{split}_ext", rows + [u for u in utts if u["split"] == f"{split}_ext"]
+    )
   with open(out / "meta.jsonl", "w") as f:
     keys = ("id", "split", "voice", "rate", "pitch", "text", "duration_s")
     f.writelines(json.dumps({k: u[k] for k in keys}) + "\n" for u in utts)
-  stats["num_phones"] = len({p[0] for u in utts for p in u["phones"]})
+  stats["num_phones"] = len({p[0] for u in shipped for p in u["phones"]})
   # README size is negligible; measure before writing it so the number is stable.
   stats["size_mb"] = dir_size(out) / 1e6
   write_readme(out, stats)
@@ -676,6 +720,7 @@ def main(argv=None) -> int:
   secs = stats["train"]["seconds"] + stats["valid"]["seconds"]
   print(
       f"wrote {out}: train={stats['train']['count']} valid={stats['valid']['count']} "
+      f"(train_ext={stats['train_ext']['count']} valid_ext={stats['valid_ext']['count']}) "
       f"utterances, {secs:.1f} s ({secs / 3600:.3f} h), {stats['num_phones']} phone labels, "
       f"{stats['size_mb']:.2f} MB, espeak-ng {stats['espeak_version']}"
   )

@@ -18,13 +18,14 @@ CELLS = [
         `jaxdisco.train.hubert_loop.run_hubert_loop(config, workdir)` runs all of it, one
         resumable stage per subdirectory, and scores every set of units against the corpus's
         phone alignments (PNMI, phone purity, cluster purity). Full size is
-        `configs/hubert_demo.py` (1600 + 3000 steps, K = 50; about 18 minutes on 2 CPU
-        cores); `TINY` uses a quarter of the corpus, a 32-wide model, 20 steps and K = 8.
+        `configs/hubert_demo.py` (the corpus's extended splits, 26 min of audio; 3000 + 4500
+        steps, K = 50; about 28 minutes on 2 CPU cores); `TINY` uses 24 utterances of the
+        `train` split, a 32-wide model, 20 steps and K = 8.
         """),
     INSTALL,
     size_switch(
         "24 train utterances, a 32-wide model, 20 steps per iteration, K=8",
-        "configs/hubert_demo.py: the whole corpus, 1600 + 3000 steps, K=50",
+        "configs/hubert_demo.py: the extended splits, 3000 + 4500 steps, K=50",
     ),
     LOAD_CONFIG,
     SHRINK,
