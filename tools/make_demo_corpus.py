@@ -5,7 +5,8 @@ Sentences are generated from small hand-written word lists with a fixed seed,
 spoken by libespeak-ng (driven through ``ctypes``) with a per-utterance voice,
 rate and pitch, and written as 16 kHz / 16-bit FLAC together with
 fairseq-style manifests, transcripts and phone-level alignments taken from
-espeak-ng's own phoneme events.
+espeak-ng's own phoneme events. The extended splits (`train_ext`, `valid_ext`)
+add utterances of further sentences, stored as Ogg Opus.
 
 Regenerate the shipped corpus with::
 
