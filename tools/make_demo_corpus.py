@@ -6,7 +6,8 @@ spoken by libespeak-ng (driven through ``ctypes``) with a per-utterance voice,
 rate and pitch, and written as 16 kHz / 16-bit FLAC together with
 fairseq-style manifests, transcripts and phone-level alignments taken from
 espeak-ng's own phoneme events. The extended splits (`train_ext`, `valid_ext`)
-add utterances of further sentences, stored as Ogg Opus.
+add utterances of further sentences, stored as Ogg Opus (their decoded samples
+are deterministic too; the Ogg stream serial numbers in the file bytes are random).
 
 Regenerate the shipped corpus with::
 
