@@ -599,13 +599,15 @@ bitrate, about a fifth of FLAC's size), for work that needs more than
   (out / "README.md").write_text(text)
 
 
-def synthesize(tts, rng, sentences, prefix, num_train, num_valid, audio_dir: Path) -> list[dict]:
+def synthesize(
+    tts, rng, sentences, num_train, num_valid, audio_dir: Path, extended: bool = False
+) -> list[dict]:
   """Speaks sentences in order until `num_train + num_valid` fall within the duration limits.
 
-  Files are `{prefix}-0001...`; the shipped splits (prefix `demo`) are FLAC, extended ones Opus.
+  Shipped utterances are `demo-0001.flac`, ...; `extended` ones `ext-0001.ogg` (Opus), ...
   """
   total = num_train + num_valid
-  lossless = prefix == "demo"
+  prefix = "ext" if extended else "demo"
   utts = []
   for text in sentences:
     if len(utts) == total:
@@ -621,14 +623,14 @@ def synthesize(tts, rng, sentences, prefix, num_train, num_valid, audio_dir: Pat
       continue
     utt_id = f"{prefix}-{len(utts) + 1:04d}"
     split = "train" if len(utts) < num_train else "valid"
-    if lossless:
-      file = f"{utt_id}.flac"
-      # Max FLAC compression: the corpus lives in git.
-      sf.write(audio_dir / file, audio, TARGET_SR, "PCM_16", format="FLAC", compression_level=1.0)
-    else:
+    if extended:
       file = f"{utt_id}.ogg"
       sf.write(audio_dir / file, audio, TARGET_SR, "OPUS", format="OGG")
       split += "_ext"
+    else:
+      file = f"{utt_id}.flac"
+      # Max FLAC compression: the corpus lives in git.
+      sf.write(audio_dir / file, audio, TARGET_SR, "PCM_16", format="FLAC", compression_level=1.0)
     utts.append(
         dict(
             id=utt_id,
@@ -693,16 +695,16 @@ def main(argv=None) -> int:
   audio_dir.mkdir(parents=True)
 
   tts = Espeak()
-  utts = synthesize(tts, rng, sentences, "demo", args.num_train, args.num_valid, audio_dir)
+  shipped = synthesize(tts, rng, sentences, args.num_train, args.num_valid, audio_dir)
   # The extended splits: more utterances of new sentences, drawn after the shipped ones so those
   # stay as they were, stored as Ogg Opus (a fifth of FLAC's bytes) to keep the package small.
-  used = {u["text"] for u in utts}
+  used = {u["text"] for u in shipped}
   num_ext = args.num_train_ext + args.num_valid_ext
   more = [s for s in make_sentences(rng, 4 * num_ext + 50 + len(used)) if s not in used]
-  utts += synthesize(tts, rng, more, "ext", args.num_train_ext, args.num_valid_ext, audio_dir)
+  extra = synthesize(tts, rng, more, args.num_train_ext, args.num_valid_ext, audio_dir, True)
+  utts = shipped + extra
   tts.close()
 
-  shipped = [u for u in utts if u["id"].startswith("demo-")]
   stats = {"seed": args.seed, "espeak_version": espeak_version(), "num_sentences": len(shipped)}
   for split in ("train", "valid"):
     rows = [u for u in utts if u["split"] == split]
