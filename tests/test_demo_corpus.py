@@ -149,3 +149,16 @@ def test_make_demo_corpus_script(tmp_path):
   for align in read_jsonl(out / "train.align.jsonl"):
     phones = align["phones"]
     assert phones[0][0] == "sil" and phones[-1][0] == "sil"
+
+
+def test_make_demo_corpus_rejects_a_negative_count(tmp_path):
+  pytest.importorskip("soxr")
+  out = tmp_path / "corpus"
+  run = subprocess.run(
+      [sys.executable, str(SCRIPT), "--out", str(out), "--num-train-ext", "-1"],
+      capture_output=True,
+      text=True,
+  )
+  assert run.returncode == 2
+  assert "--num-train-ext: expected a count >= 0, got -1" in run.stderr
+  assert not out.exists()  # Nothing written, nothing removed.

@@ -682,6 +682,9 @@ def main(argv=None) -> int:
   )
   ap.add_argument("--seed", type=int, default=1234)
   args = ap.parse_args(argv)
+  for name in ("num_train", "num_valid", "num_train_ext", "num_valid_ext"):
+    if getattr(args, name) < 0:
+      ap.error(f"--{name.replace('_', '-')}: expected a count >= 0, got {getattr(args, name)}")
 
   total = args.num_train + args.num_valid
   rng = random.Random(args.seed)
