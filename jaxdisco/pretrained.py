@@ -12,7 +12,12 @@ from typing import Any, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
+from jaxdisco.errors import CheckpointError, MissingFileError
 from jaxdisco.models.config import ModelConfig
+from jaxdisco.models.hidden_states import (
+    DEFAULT_HIDDEN_STATES_CONVENTION,
+    hidden_states_in_convention,
+)
 from jaxdisco.models.wav2vec2 import Wav2Vec2Backbone
 
 
@@ -21,8 +26,9 @@ class Pretrained:
   """A backbone ready for inference.
 
   config: the ModelConfig; params: `{'params': {'backbone': ..., <optional heads>}}`;
-  model_type: "wav2vec2" or "hubert" (the HF model_type it exports as), or "vq_wav2vec" (a
-  VqWav2VecConfig model: for `export_tokenizer(units="vq_wav2vec")` only).
+  model_type: "wav2vec2" or "hubert" (the HF model_type it exports as; for a jaxdisco
+  checkpoint, the method it was trained with), or "vq_wav2vec" (a VqWav2VecConfig model: for
+  `export_tokenizer(units="vq_wav2vec")` only).
   """
 
   config: ModelConfig
@@ -30,7 +36,12 @@ class Pretrained:
   model_type: str = "wav2vec2"
 
   def extract_features(
-      self, waveforms, padding_mask=None, output_layers: Optional[Sequence[int]] = None
+      self,
+      waveforms,
+      padding_mask=None,
+      output_layers: Optional[Sequence[int]] = None,
+      *,
+      hidden_states_convention: str = DEFAULT_HIDDEN_STATES_CONVENTION,
   ) -> dict[str, Any]:
     """Runs the backbone in inference mode (no dropout, no masking).
 
@@ -45,19 +56,24 @@ class Pretrained:
           - entry 0 is the input of layer 0: after the positional conv is added and, for
             post-LN models, after the encoder LayerNorm; for pre-LN models no LayerNorm has
             been applied yet;
-          - entry i (1 <= i < L) is the output of layer i-1 (for pre-LN models the raw
-            residual stream, before any final LayerNorm);
-          - entry L is the encoder output: the last layer's output, for pre-LN models after
-            the final encoder LayerNorm (so it equals last_hidden_state).
-        This is the transformers 4.x `output_hidden_states` convention. transformers 5.x
-        differs in one place only: for pre-LN models its last entry is the last layer's
-        output *before* the final LayerNorm;
+          - entry i (1 <= i <= L) is the output of layer i-1; for pre-LN models the raw
+            residual stream, so entry L is the last layer's output *before* the final
+            encoder LayerNorm (it differs from last_hidden_state).
+        This is the `output_hidden_states` convention of transformers 5.x, which the test
+        suite compares against, and fairseq returns a requested layer's output the same way.
+        `hidden_states_convention="transformers4"` gives the transformers 4.x convention
+        instead, which differs in one place only: for pre-LN models entry L is the encoder
+        output after the final LayerNorm (= last_hidden_state). For post-LN models the two
+        are the same;
       * frame_valid [batch, frames] bool: False for frames computed from padding.
 
     output_layers: optional hidden-state indices (0..L, negatives count from the end). Only
     those entries are returned in `hidden_states`, in the order given, and only the layers
     needed for the deepest one are run; `last_hidden_state` is then the deepest computed
     state (the true encoder output only if L is requested).
+    hidden_states_convention: "transformers5" (default) or "transformers4", see above.
+    Features for k-means and the tokenizer that assigns them must use the same one
+    (`export_tokenizer` records it).
     """
     wav = jnp.asarray(waveforms, jnp.float32)
     if wav.ndim == 1:
@@ -85,6 +101,7 @@ class Pretrained:
     last, hidden, valid = _run(
         self.config, run_layers, self.params["params"]["backbone"], wav, padding_mask
     )
+    hidden = hidden_states_in_convention(hidden, last, hidden_states_convention, num_layers)
     if selected is not None:
       hidden = tuple(hidden[i] for i in selected)
     return {"last_hidden_state": last, "hidden_states": tuple(hidden), "frame_valid": valid}
@@ -121,7 +138,7 @@ def load_pretrained(path: str | os.PathLike) -> Pretrained:
     cfg, params, model_type = load_hf_checkpoint(path)
     return Pretrained(cfg, params, model_type)
   if not os.path.exists(path):
-    raise FileNotFoundError(f"load_pretrained: {path!r} does not exist")
+    raise MissingFileError(f"load_pretrained: {path!r} does not exist")
   try:
     from jaxdisco.train.checkpoint import load_pretrained_params
   except ImportError as err:
@@ -133,19 +150,18 @@ def load_pretrained(path: str | os.PathLike) -> Pretrained:
   try:
     loaded = load_pretrained_params(path)
   except Exception as err:  # Whatever the checkpoint reader raises, say what was tried.
-    raise ValueError(
+    raise CheckpointError(
         f"load_pretrained: {path!r} is neither a Hugging Face directory (no "
         f"config.json with a model_type) nor a readable jaxdisco "
         f"workdir/checkpoint: {type(err).__name__}: {err}"
     ) from err
-  cfg, params = loaded[0], loaded[1]  # A third element, if any, is the training step.
-  if "params" not in params:
-    params = {"params": params}
-  # jaxdisco pretraining checkpoints are wav2vec 2.0 models (quantizer + projection heads),
-  # or vq-wav2vec models (their config is a VqWav2VecConfig): only the tokenizer export reads
-  # those, extract_features does not apply.
-  model_type = "wav2vec2" if isinstance(cfg, ModelConfig) else "vq_wav2vec"
-  return Pretrained(cfg, params, model_type)
+  params = loaded.params if "params" in loaded.params else {"params": loaded.params}
+  # The checkpoint's method decides the model type: "wav2vec2" and "hubert" backbones share
+  # extract_features and export as that Hugging Face model; a vq-wav2vec model (a
+  # VqWav2VecConfig) is read by the tokenizer export only.
+  from jaxdisco.train.methods import get_method
+
+  return Pretrained(loaded.config, params, get_method(loaded.method).model_type)
 
 
 def _is_hf_directory(path: str) -> bool:

@@ -22,6 +22,9 @@ import numpy as np
 
 from jaxdisco.clustering import labels as km_labels
 from jaxdisco.data import audio, sources
+from jaxdisco.data.manifest import ManifestError
+from jaxdisco.errors import MissingFileError
+from jaxdisco.progress import ProgressMeter
 
 PathLike = Union[str, os.PathLike]
 FORMATS = ("jsonl", "km")
@@ -42,10 +45,12 @@ def collect_entries(inputs: Sequence[PathLike]) -> list[sources.Entry]:
     elif path.is_file():
       found = [sources.Entry(id=path.stem, audio=path, where=str(path))]
     else:
-      raise FileNotFoundError(f"{spec}: not an audio file, folder or manifest")
+      raise MissingFileError(f"{spec}: not an audio file, folder or manifest")
     for entry in found:
       if entry.id in seen:
-        raise ValueError(f"duplicate utterance id {entry.id!r}: {seen[entry.id]} and {entry.where}")
+        raise ManifestError(
+            f"duplicate utterance id {entry.id!r}: {seen[entry.id]} and {entry.where}"
+        )
       seen[entry.id] = entry.where
       entries.append(entry)
   return entries
@@ -111,7 +116,14 @@ def tokenize_files(
       f"{len(jax.devices())} device(s); {len(skipped)} unreadable"
   )
   results: dict[int, object] = {}
-  done_seconds, last_report = 0.0, time.perf_counter()
+  done_seconds = 0.0
+  meter = ProgressMeter(
+      "tokenize",
+      total_seconds,
+      unit="s of audio",
+      report=progress,
+      every_seconds=progress_every_seconds,
+  )
   for begin in range(0, len(order), batch_size):
     batch, waves = [], []
     for i in order[begin : begin + batch_size]:
@@ -120,6 +132,7 @@ def tokenize_files(
         batch.append(i)
       except (audio.AudioError, OSError) as e:
         skipped.append((entries[i].where, str(e)))
+        meter.total -= lengths[i] / rate  # Its header was readable, its audio is not.
     if not batch:
       continue
     encoded = tokenizer.encode(
@@ -131,15 +144,9 @@ def tokenize_files(
     )
     results.update(zip(batch, encoded))
     done_seconds += sum(len(w) for w in waves) / rate
-    now = time.perf_counter()
-    if now - last_report >= progress_every_seconds or begin + batch_size >= len(order):
-      speed = done_seconds / max(now - start, 1e-9)
-      eta = (total_seconds - done_seconds) / max(speed, 1e-9)
-      say(
-          f"{len(results)}/{len(entries)} utterances, {done_seconds:.0f} s of audio, "
-          f"{speed:.1f} s audio/s, ETA {eta:.0f} s"
-      )
-      last_report = now
+    meter.advance(
+        sum(lengths[i] for i in batch) / rate, note=f"{len(results)}/{len(entries)} utterances"
+    )
   kept = sorted(results)
   ids = [entries[i].id for i in kept]
   _write(out, fmt, ids, [results[i] for i in kept], deduplicate, tokenizer.vocab_size + offset)

@@ -27,9 +27,11 @@ from typing import Any, Optional, Sequence, Union
 import jax
 import numpy as np
 
+from jaxdisco.errors import MissingFileError, TokenizerError
 from jaxdisco.export import tokenizer as export_lib
 from jaxdisco.export import unit_kinds
 from jaxdisco.models.config import ModelConfig, conv_output_length
+from jaxdisco.models.hidden_states import DEFAULT_HIDDEN_STATES_CONVENTION
 
 PathLike = Union[str, os.PathLike]
 # Beyond the longest exported length, the "jax" backend pads to multiples of 0.5 s.
@@ -40,7 +42,7 @@ _BUCKET_SAMPLES = 8000
 _tokenize_jit = jax.jit(unit_kinds.tokenize, static_argnums=0)
 
 
-class TokenizerIntegrityError(ValueError):
+class TokenizerIntegrityError(TokenizerError):
   """A tokenizer directory's files do not match the hashes in its manifest."""
 
 
@@ -83,10 +85,13 @@ class Tokenizer:
     directory = pathlib.Path(directory)
     manifest_path = directory / export_lib.MANIFEST_NAME
     if not manifest_path.is_file():
-      raise FileNotFoundError(f"{manifest_path}: not found (is {directory} a tokenizer directory?)")
-    manifest = json.loads(manifest_path.read_text())
+      raise MissingFileError(f"{manifest_path}: not found (is {directory} a tokenizer directory?)")
+    try:
+      manifest = json.loads(manifest_path.read_text())
+    except ValueError as e:
+      raise TokenizerError(f"{manifest_path}: not valid JSON ({e})") from None
     if manifest.get("format") != "jaxdisco-tokenizer":
-      raise ValueError(
+      raise TokenizerError(
           f"{manifest_path}: 'format' is {manifest.get('format')!r}, expected "
           "'jaxdisco-tokenizer'"
       )
@@ -105,6 +110,12 @@ class Tokenizer:
         normalize=bool(manifest["normalize"]),
         num_groups=int(manifest["num_groups"]),
         num_vars=int(manifest["num_vars"]),
+        # Exports made before tokenizer.json recorded it read the transformers 4.x convention;
+        # units that read no layer record None.
+        hidden_states_convention=(
+            manifest.get("hidden_states_convention", "transformers4")
+            or DEFAULT_HIDDEN_STATES_CONVENTION
+        ),
     )
     unit_kinds.get_kind(spec.kind)  # An unknown kind fails here, naming the known ones.
     weights = {

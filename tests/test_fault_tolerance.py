@@ -84,8 +84,8 @@ def test_sigterm_then_restart_equals_uninterrupted_run(tmp_path):
   full, resumed = _losses(tmp_path / "full"), _losses(workdir)
   assert list(resumed) == list(range(1, 41))
   np.testing.assert_allclose([resumed[s] for s in resumed], [full[s] for s in full], rtol=1e-6)
-  _, p_full, _ = load_pretrained_params(tmp_path / "full")
-  _, p_resumed, _ = load_pretrained_params(workdir)
+  p_full = load_pretrained_params(tmp_path / "full").params
+  p_resumed = load_pretrained_params(workdir).params
   for a, b in zip(jax.tree.leaves(p_full), jax.tree.leaves(p_resumed)):
     np.testing.assert_allclose(a, b, atol=1e-6)
 
@@ -149,6 +149,6 @@ def test_consecutive_nonfinite_steps_stop_the_run_and_keep_the_last_good_checkpo
       TrainingStopped, match=r"3 consecutive steps had non-finite.*good checkpoint is 3"
   ):
     train_and_evaluate(c, tmp_path / "run")
-  _, params, step = load_pretrained_params(tmp_path / "run")
+  _, _, params, step = load_pretrained_params(tmp_path / "run")
   assert step == 3
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))

@@ -96,12 +96,6 @@ def _extract(cfg, params, wav, padding_mask=None):
   return model.apply(params, jnp.asarray(wav), padding_mask, method=model.extract_features)
 
 
-def _layer_norm(x, params, eps):
-  mean = x.mean(-1, keepdims=True)
-  var = ((x - mean) ** 2).mean(-1, keepdims=True)
-  return (x - mean) / np.sqrt(var + eps) * params["scale"] + params["bias"]
-
-
 def _max_diff(a, b, rows=None):
   diff = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max(-1)
   return float(diff[rows].max() if rows is not None else diff.max())
@@ -139,7 +133,9 @@ def _hf_hidden_states(hf_model, wav, attention_mask):
 
 
 def _check_hidden_states(hf_model, cfg, params, wav, attention_mask=None):
-  """Compares every hidden state; returns (max diff on valid frames, on padded frames)."""
+  """Compares every hidden state, the last one included, and last_hidden_state (both follow
+  transformers 5.x: for pre-LN models entry L is before the final LayerNorm, last_hidden_state
+  after it); returns (max diff on valid frames, on padded frames)."""
   hf_hidden, hf_last = _hf_hidden_states(hf_model, wav, attention_mask)
   padding_mask = None if attention_mask is None else jnp.asarray(attention_mask.numpy() == 0)
   ours = _extract(cfg, params, wav.numpy(), padding_mask)
@@ -149,18 +145,8 @@ def _check_hidden_states(hf_model, cfg, params, wav, attention_mask=None):
     np.testing.assert_array_equal(valid, expected.numpy())
   num = cfg.num_layers
   assert len(hf_hidden) == len(ours.hidden_states) == num + 1
-  pairs = [(hf_hidden[i], ours.hidden_states[i]) for i in range(num)]
-  pairs.append((hf_last, ours.hidden_states[num]))
+  pairs = [(hf_hidden[i], ours.hidden_states[i]) for i in range(num + 1)]
   pairs.append((hf_last, ours.last_hidden_state))
-  if cfg.layer_norm_first:
-    # transformers 5.x records the pre-LN model's last layer output *before* the encoder
-    # LayerNorm; ours (the 4.x convention) takes it after. Applying the norm bridges the two.
-    encoder_norm = jax.tree.map(np.asarray, params["params"]["backbone"]["encoder"]["norm"])
-    pairs.append(
-        (_layer_norm(hf_hidden[num], encoder_norm, cfg.layer_norm_eps), ours.hidden_states[num])
-    )
-  else:
-    pairs.append((hf_hidden[num], ours.hidden_states[num]))
   worst_valid = max(_max_diff(a, b, valid) for a, b in pairs)
   row_by_row = attention_mask is not None and cfg.extractor_mode == "default"
   # Padded frames have no unpadded counterpart when HF ran row by row.
@@ -199,19 +185,34 @@ def test_hidden_states_match_hf(w2v):
   )
 
 
-def test_pre_ln_last_hidden_state_convention(w2v):
-  """With `tie_last_hidden_states` HF 5.x returns the 4.x convention: all L+1 entries equal."""
+def test_hidden_states_conventions(w2v):
+  """`load_pretrained(...).extract_features` follows transformers 5.x by default, every entry
+  included; `hidden_states_convention="transformers4"` gives what HF 5.x returns with
+  `tie_last_hidden_states` (the 4.x convention): entry L after the final LayerNorm."""
   model, cfg, params = w2v
   wav = _batch(seed=3)[0]
+  pretrained = pretrained_lib.Pretrained(cfg, params)
+  with torch.no_grad():
+    hf5 = model.wav2vec2(wav, output_hidden_states=True)
   model.config.tie_last_hidden_states = True
   try:
     with torch.no_grad():
-      hf = model.wav2vec2(wav, output_hidden_states=True)
+      hf4 = model.wav2vec2(wav, output_hidden_states=True)
   finally:
     del model.config.tie_last_hidden_states
-  ours = _extract(cfg, params, wav.numpy())
-  for i, (a, b) in enumerate(zip(hf.hidden_states, ours.hidden_states, strict=True)):
-    assert _max_diff(a, b) <= HIDDEN_ATOL, i
+  for hf, convention in ((hf5, "transformers5"), (hf4, "transformers4")):
+    ours = pretrained.extract_features(wav.numpy(), hidden_states_convention=convention)
+    for i, (a, b) in enumerate(zip(hf.hidden_states, ours["hidden_states"], strict=True)):
+      assert _max_diff(a, b) <= HIDDEN_ATOL, (convention, i)
+    assert _max_diff(hf.last_hidden_state, ours["last_hidden_state"]) <= HIDDEN_ATOL
+  # The two differ in the last entry of pre-LN models only; asked for alone, entry L reads
+  # the same convention.
+  default = pretrained.extract_features(wav.numpy())["hidden_states"]
+  old = pretrained.extract_features(wav.numpy(), hidden_states_convention="transformers4")
+  last_differs = _max_diff(default[-1], old["hidden_states"][-1]) > 1e-3
+  assert last_differs == cfg.layer_norm_first
+  only_last = pretrained.extract_features(wav.numpy(), output_layers=[-1])["hidden_states"]
+  np.testing.assert_allclose(only_last[0], default[-1], atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- loss parity

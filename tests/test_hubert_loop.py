@@ -3,6 +3,7 @@ resuming after an interruption without recomputing finished stages, and config e
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -148,6 +149,30 @@ def test_rerun_after_deleting_a_marker_redoes_only_that_stage(loop_run):
     assert _stamps(work / stage) == stamps[stage], f"{stage} was recomputed"
   assert (work / "kmeans_it2" / "train.km").read_text() == km_before
   assert again["table"] == final["table"]
+
+
+def test_stages_done_before_fields_existed_are_kept(loop_run, tmp_path):
+  """Markers written before some fields existed (here: removed from them) still hold while
+  the config keeps those fields' defaults: the re-run skips every stage."""
+  config, work, *_, final = loop_run
+  copy = tmp_path / "work"
+  shutil.copytree(work, copy)
+  for marker in copy.glob("*/done.json"):
+    record = json.loads(marker.read_text())
+    inputs = record["inputs"]
+    for block, field in (("model", "layer_norm_eps"), ("data", "buckets"), ("optim", "b1")):
+      inputs.get(block, {}).pop(field, None)
+    inputs.pop("kmeans_batch_size", None)  # A loop field, recorded by name.
+    marker.write_text(json.dumps(record))
+  stamps = {s: _stamps(copy / s) for s in STAGES}
+  again = run_hubert_loop(config, copy)
+  assert {s: _stamps(copy / s) for s in STAGES} == stamps
+  assert again["table"] == final["table"]
+  config = _tiny_config(work.parent)
+  config.data.buckets = 2  # Not the default: the stages that read it are refused.
+  refused = r"stage 'mfcc'.*\n.*data\.buckets: done with 0, config has 2"
+  with pytest.raises(ConfigError, match=refused):
+    run_hubert_loop(config, copy)
 
 
 def test_finished_stage_with_other_settings_is_refused(loop_run):

@@ -18,8 +18,6 @@ from jaxdisco.data import prepare
 from jaxdisco.data import sources
 from jaxdisco.data import span_masks
 from jaxdisco.models.config import conv_output_length
-from jaxdisco.objectives.masking import mask_spans as jax_mask_spans
-from jaxdisco.objectives.negatives import sample_negatives
 
 SR = 16000
 # 24 utterances from 0.1 s to 0.56 s: spread over three buckets.
@@ -213,18 +211,44 @@ def test_pipeline_masks_and_negatives(corpora):
 
 
 def test_pipeline_masks_are_the_jitted_loss_masks():
-  """The host draw runs the loss's own functions: same seed, same masks and negatives."""
-  spec = span_masks.MaskingSpec(CONV, mask_prob=0.65, mask_length=3, num_negatives=5)
+  """The host draw is the loss's own draw: same key, same masks and negatives; and the loss,
+  given no masks, draws exactly those (so the two paths cannot drift apart)."""
+  from conftest import tiny_model_config
+  from jaxdisco.models.wav2vec2 import Wav2Vec2ForPretraining
+  from jaxdisco.objectives import wav2vec2 as wav2vec2_objective
+  from jaxdisco.train.defaults import wav2vec2_defaults
+
+  model_config = tiny_model_config(final_dim=16, latent_vars=8, dropout=0.0, layerdrop=0.0)
+  objective = wav2vec2_defaults().objective
+  objective.mask_prob, objective.mask_length = 0.65, 3
+  objective.num_negatives, objective.cross_sample_negatives = 5, 2
+  spec = span_masks.MaskingSpec.from_configs(model_config, objective)
   padding_mask = np.zeros((3, 4000), bool)
   padding_mask[1, 3000:] = True
   host = spec.draw(np.random.default_rng(7), padding_mask)
-  seed = int(np.random.default_rng(7).integers(0, 2**31 - 1))
-  mask_key, neg_key, _ = jax.random.split(jax.random.key(seed), 3)
-  frames = int(conv_output_length(4000, CONV))
-  lengths = conv_output_length(jnp.sum(~jnp.asarray(padding_mask), -1), CONV)
-  mask = jax_mask_spans(mask_key, lengths, frames, mask_prob=0.65, mask_length=3)
-  np.testing.assert_array_equal(host['mask'], mask)
-  np.testing.assert_array_equal(host['negatives'], sample_negatives(neg_key, mask, 5))
+  key = jax.random.key(int(np.random.default_rng(7).integers(0, 2**31 - 1)))
+  in_loss = wav2vec2_objective.draw_masks_and_negatives(
+      key, jnp.asarray(padding_mask), model_config.conv_spec, objective
+  )
+  assert set(host) == set(in_loss) == {'mask', 'negatives', 'cross_negatives'}
+  for name in host:
+    np.testing.assert_array_equal(host[name], in_loss[name])
+
+  wav = np.random.default_rng(0).standard_normal((3, 4000)).astype(np.float32)
+  batch = {'waveform': jnp.asarray(wav), 'padding_mask': jnp.asarray(padding_mask)}
+  params = Wav2Vec2ForPretraining(model_config).init(
+      jax.random.key(0), batch['waveform'], None, host['mask'], temperature=2.0
+  )
+  loss = lambda b: wav2vec2_objective.pretraining_loss(
+      params, b, key, 0, model_config=model_config, objective=objective, train=False
+  )[1]
+  draw_key = jax.random.split(key, 3)[0]  # The loss's own split of its key.
+  drawn = wav2vec2_objective.draw_masks_and_negatives(
+      draw_key, batch['padding_mask'], model_config.conv_spec, objective
+  )
+  given, own = loss({**batch, **drawn}), loss(batch)
+  for name in ('loss', 'accuracy', 'masked_frames'):
+    np.testing.assert_array_equal(given[name], own[name])
 
 
 def test_global_batch_helpers():

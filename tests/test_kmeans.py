@@ -62,6 +62,24 @@ def test_fixed_seed_gives_identical_centroids_and_lloyd_converges():
   np.testing.assert_allclose(lloyd.centroids, means, atol=1e-4)  # a Lloyd fixed point
 
 
+def test_progress_lines_and_segmented_steps_equal_one_call(monkeypatch):
+  """The mini-batch steps run in segments to report progress: the centroids equal those of
+  one call over every step, and the lines give the rate and the ETA."""
+  x = _blobs(3_000, 8, 12, seed=1, spread=4.0)
+  config = km.KMeans(k=10, batch_size=500, n_init=2, max_iter=10, max_no_improvement=None)
+  lines = []
+  segmented = km.fit_kmeans(x, config, progress=lines.append)
+  assert segmented.n_steps == 60
+  assert lines[0].startswith("k-means init (k-means++) 2/2 (100%)") and "ETA" in lines[0]
+  assert lines[-1].startswith("k-means mini-batch 60/60 steps (100%)"), lines
+  assert "steps/s" in lines[-1] and "ETA 0m00s" in lines[-1]
+  monkeypatch.setattr(km, "_PROGRESS_SEGMENTS", 1)
+  np.testing.assert_array_equal(km.fit_kmeans(x, config).centroids, segmented.centroids)
+  lloyd = []
+  km.fit_kmeans(x, km.KMeans(k=10, batch_size=None, n_init=1, max_iter=100), progress=lloyd.append)
+  assert lloyd[-1].startswith("k-means Lloyd ") and lloyd[-1].endswith("| converged"), lloyd
+
+
 def test_assign_chunked_matches_brute_force():
   rng = np.random.default_rng(0)
   x, c = rng.normal(size=(1_037, 24)).astype(np.float32), rng.normal(size=(7, 24))

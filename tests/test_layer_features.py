@@ -1,6 +1,7 @@
 """Layer feature dumps: match extract_features per utterance, split across processes, resume
-without redoing shards."""
+without redoing shards, record their hidden_states convention."""
 
+import json
 import os
 
 import numpy as np
@@ -60,3 +61,36 @@ def test_dump_matches_per_utterance_features_and_resumes(tmp_path):
   shards[2].unlink()  # as if killed before the last shard
   dump_layer_features(model, manifest, 1, out, utterances_per_shard=6, batch_size=4, progress=None)
   assert os.stat(shards[0]).st_mtime_ns == stamp and shards[2].exists()
+
+
+def test_dump_reads_the_requested_convention_and_reports_progress(tmp_path):
+  """The last layer of a pre-LN model, dumped in each hidden_states convention: meta.json
+  records it and the frames are that convention's; the dump prints rate and ETA lines."""
+  cfg = tiny_model_config(layer_norm_first=True)
+  variables = Wav2Vec2Backbone(cfg).init(jax.random.key(0), np.zeros((1, 4000), np.float32))
+  model = Pretrained(cfg, {"params": {"backbone": nn.meta.unbox(variables)["params"]}})
+  manifest = read_manifest(demo_corpus_dir() / "valid.tsv")
+  wav = read_audio(manifest.audio_path(0))
+  lines, first_frames = [], {}
+  for convention in ("transformers5", "transformers4"):
+    out = dump_layer_features(
+        model,
+        manifest,
+        cfg.num_layers,
+        tmp_path / convention,
+        utterances_per_shard=8,
+        batch_size=8,
+        hidden_states_convention=convention,
+        progress=lines.append,
+    )
+    assert json.loads((out / "meta.json").read_text())["hidden_states_convention"] == convention
+    first_frames[convention] = load_layer_features(out)[0][0]
+    single = model.extract_features(wav, hidden_states_convention=convention)
+    np.testing.assert_allclose(
+        first_frames[convention], np.asarray(single["hidden_states"][-1][0]), atol=1e-4
+    )
+  # Entry L before (transformers5) and after (transformers4) the final LayerNorm.
+  assert not np.allclose(first_frames["transformers5"], first_frames["transformers4"], atol=1e-2)
+  final = lines[-1]
+  assert final.startswith("features (transformers4) 16/16 utterances (100%)"), lines
+  assert "utterances/s" in final and "ETA" in final

@@ -114,7 +114,7 @@ def test_two_processes_preempted_and_resumed_match_one(tmp_path):
   np.testing.assert_allclose(
       [losses_two[s] for s in losses_two], [losses_one[s] for s in losses_one], rtol=1e-5
   )
-  _, p_two, _ = load_pretrained_params(two)
-  _, p_one, _ = load_pretrained_params(tmp_path / "one")
+  p_two = load_pretrained_params(two).params
+  p_one = load_pretrained_params(tmp_path / "one").params
   for a, b in zip(jax.tree.leaves(p_two), jax.tree.leaves(p_one)):
     np.testing.assert_allclose(a, b, atol=1e-5)

@@ -278,7 +278,7 @@ def test_label_line_count_mismatch_stops_before_writing(bad_corpus, tmp_path):
       text=True,
       check=False,
   )
-  assert result.returncode == 1
+  assert result.returncode == 2
   assert 'error:' in result.stderr and 'short.km: 7 label lines' in result.stderr
   assert 'Traceback' not in result.stderr
   assert not (tmp_path / 'out').exists()

@@ -44,8 +44,8 @@ def test_run_writes_checkpoints_metrics_and_plot(tiny_demo_config, tmp_path):
   assert (tmp_path / "curves.png").stat().st_size > 10_000
   assert list(tmp_path.glob("events.out.tfevents.*"))
   assert summary["step"] == 6
-  config, params, step = load_pretrained_params(tmp_path)
-  assert step == 6 and config.embed_dim == 32
+  method, config, params, step = load_pretrained_params(tmp_path)
+  assert method == "wav2vec2" and step == 6 and config.embed_dim == 32
   assert params["params"]["backbone"]["mask_embedding"].shape == (32,)
   # The user-facing loader reads the same workdir and runs the trained encoder.
   import jaxdisco
@@ -86,8 +86,8 @@ def test_resume_after_stop_equals_uninterrupted_run(tiny_demo_config, tmp_path):
   assert list(resumed_losses) == [1, 2, 3, 4, 5, 6]
   for step in (5, 6):  # steps run after the restart: same data, same keys, same params
     np.testing.assert_allclose(resumed_losses[step], full_losses[step], rtol=1e-6)
-  _, p_full, _ = load_pretrained_params(full)
-  _, p_resumed, _ = load_pretrained_params(resumed)
+  p_full = load_pretrained_params(full).params
+  p_resumed = load_pretrained_params(resumed).params
   for a, b in zip(jax.tree.leaves(p_full), jax.tree.leaves(p_resumed)):
     np.testing.assert_allclose(a, b, atol=1e-6)
 

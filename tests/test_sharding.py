@@ -276,7 +276,9 @@ def _accumulation(out):
   batch = _batch(config, rows=16)
   batch.update(
       jax.device_get(
-          draw_masks_and_negatives(jax.random.key(5), batch, model_config, config.objective)
+          draw_masks_and_negatives(
+              jax.random.key(5), batch["padding_mask"], model_config.conv_spec, config.objective
+          )
       )
   )
   mesh = mesh_lib.make_mesh(config.parallel)

@@ -223,7 +223,7 @@ def test_codebook_ids_match_model_codes(workdir, codebook_tokenizer):
   ids = tok.encode_batch(wav[:1])
   from jaxdisco.train.checkpoint import load_pretrained_params
 
-  _, params, _ = load_pretrained_params(workdir)
+  params = load_pretrained_params(workdir).params
   frames = cfg.num_frames(wav.shape[1])
   model = Wav2Vec2ForPretraining(cfg)
   codes = model.apply(
@@ -332,10 +332,62 @@ def test_tokenize_folder_with_corrupt_file(kmeans_tokenizers, tmp_path):
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "broken.flac" in proc.stdout and "3 utterances" in proc.stdout
+  progress = [line for line in proc.stdout.splitlines() if line.startswith("tokenize ")]
+  assert progress and "(100%)" in progress[-1], proc.stdout  # The whole corpus, once done.
+  assert "s of audio/s" in progress[-1] and "ETA" in progress[-1]
   lines = (tmp_path / "out" / "units.km").read_text().splitlines()
   ids = (tmp_path / "out" / "units.km.ids").read_text().split()
   assert ids == ["demo-0003", "demo-0004", "demo-0005"]
   assert lines[1] == " ".join(map(str, tok.encode(folder / "demo-0004.flac").tolist()))
+
+
+def test_last_layer_units_follow_the_centroids_convention(workdir, tmp_path):
+  """Units of the last layer of a pre-LN model (`workdir`): the export reads the centroids'
+  hidden_states convention, records it, and its ids are the nearest centroid of that
+  convention's features; asking for the other one is refused; an export made before
+  tokenizer.json recorded it loads as the transformers 4.x convention it was made with."""
+  from jaxdisco.errors import TokenizerError
+
+  pretrained = jaxdisco.load_pretrained(workdir)
+  layer = pretrained.config.num_layers
+  wav, mask = _demo_batch()
+  for convention in ("transformers5", "transformers4"):
+    out = pretrained.extract_features(wav, mask, hidden_states_convention=convention)
+    frames = np.asarray(out["hidden_states"][layer])
+    valid = np.asarray(out["frame_valid"])
+    prefix = tmp_path / f"centroids_{convention}"
+    picks = np.random.default_rng(0).choice(int(valid.sum()), K, replace=False)
+    kmeans.save_centroids(
+        prefix, frames[valid][picks], {"layer": layer, "hidden_states_convention": convention}
+    )
+    directory = export_tokenizer(
+        workdir,
+        tmp_path / convention,
+        layer=layer,
+        centroids=prefix,
+        export_lengths=(),
+        export_hf=False,
+        normalize=False,  # As extract_features is given the waveform.
+        progress=None,
+    )
+    tok = Tokenizer.load(directory)
+    assert tok.manifest["hidden_states_convention"] == convention
+    expected, _ = kmeans.assign(frames[valid], kmeans.load_centroids(prefix)[0])
+    assert np.mean(tok.encode_batch(wav, mask)[valid] == expected) >= 0.98
+  with pytest.raises(TokenizerError, match="fit on 'transformers4' features"):
+    export_tokenizer(
+        workdir,
+        tmp_path / "contradiction",
+        layer=layer,
+        centroids=prefix,
+        hidden_states_convention="transformers5",
+        export_lengths=(),
+        progress=None,
+    )
+  manifest = json.loads((directory / "tokenizer.json").read_text())
+  del manifest["hidden_states_convention"]
+  (directory / "tokenizer.json").write_text(json.dumps(manifest))
+  assert Tokenizer.load(directory).spec.hidden_states_convention == "transformers4"
 
 
 def test_tokenizer_needs_no_training_input_stack():

@@ -78,7 +78,7 @@ def test_ids_equal_the_models_codes(vq_tokenizers, vq_type):
   assert tok.frame_rate == 100.0 and m["source_step"] == 5 and m["normalize"] is True
   # Only the encoder is stored: no aggregator, no step projections.
   assert all(k.startswith("conv_") or k.startswith("norm_") for k in tok.weights["encoder"])
-  config, params, _ = load_pretrained_params(workdir)
+  _, config, params, _ = load_pretrained_params(workdir)
   wav, mask = _demo_batch()
   ids = tok.encode_batch(wav, mask)
   for row in range(len(wav)):

@@ -257,8 +257,8 @@ def test_config_trains_on_demo_corpus(name, tmp_path):
   assert valid and np.isfinite(valid[-1]["valid_code_perplexity"])
   if name == "vq_wav2vec_gumbel":  # Argmax codes stay far from collapse (2).
     assert all(r["code_perplexity"] > 4.0 for r in train_rows), train_rows
-  model_config, params, step = load_pretrained_params(tmp_path)
-  assert step == 50 and model_config.vq_type == config.model.vq_type
+  method, model_config, params, step = load_pretrained_params(tmp_path)
+  assert method == "vq_wav2vec" and step == 50 and model_config.vq_type == config.model.vq_type
   wav = np.random.default_rng(0).standard_normal((1, 8000)).astype(np.float32)
   codes = jax.jit(functools.partial(vq_wav2vec_codes, model_config))(params, wav, None)
   assert codes.shape == (1, model_config.num_frames(8000), 2)

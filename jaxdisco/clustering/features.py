@@ -3,9 +3,10 @@ per-utterance features (e.g. MFCCs) with `dump_features`.
 
 Output: `out_dir/features-XXXXX-of-NNNNN.npz` shards, each with the valid frames of its
 utterances concatenated (`features` float32 [frames, dim]), per-utterance `lengths` and `ids`,
-plus `meta.json` (layer, convention, dim, source). A shard is written to a temporary name and
-renamed, so a killed dump resumes by skipping the shards already there; each process of a
-multi-host job writes the shards `process_index::process_count`.
+plus `meta.json` (layer, hidden_states convention, dim, source). A shard is written to a
+temporary name and renamed, so a killed dump resumes by skipping the shards already there; each
+process of a multi-host job writes the shards `process_index::process_count`. The dump prints
+its progress (utterances, rate, ETA) at most every 10 s.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ from etils import epath
 
 from jaxdisco.data import audio
 from jaxdisco.data import manifest as manifest_lib
+from jaxdisco.errors import MissingFileError
+from jaxdisco.models.hidden_states import (
+    DEFAULT_HIDDEN_STATES_CONVENTION,
+    check_hidden_states_convention,
+)
+from jaxdisco.progress import ProgressMeter
 
 PathLike = Union[str, os.PathLike, epath.Path]
 _BUCKET_SAMPLES = 8000  # Inputs are padded up to multiples of 0.5 s: a handful of programs.
@@ -39,20 +46,25 @@ def dump_layer_features(
     normalize: bool = False,
     process_index: int = 0,
     process_count: int = 1,
+    hidden_states_convention: str = DEFAULT_HIDDEN_STATES_CONVENTION,
     progress=print,
 ) -> epath.Path:
-  """Writes hidden_states[layer] (the `Pretrained.extract_features` convention) of every
-  utterance of `manifest`. Returns `out_dir`."""
+  """Writes hidden_states[layer] (`Pretrained.extract_features` in `hidden_states_convention`,
+  recorded in meta.json) of every utterance of `manifest`. Returns `out_dir`."""
   if not isinstance(manifest, manifest_lib.Manifest):
     manifest = manifest_lib.read_manifest(manifest)
   meta = {
       "layer": int(layer),
       "convention": "hidden_states[layer]: output of Transformer layer `layer` (1-based); 0 is "
       "the Transformer input",
+      "hidden_states_convention": check_hidden_states_convention(hidden_states_convention),
       "dim": int(pretrained.config.embed_dim),
   }
+  featurize = lambda indices: _featurize(
+      pretrained, manifest, indices, layer, batch_size, normalize, hidden_states_convention
+  )
   return dump_features(
-      lambda indices: _featurize(pretrained, manifest, indices, layer, batch_size, normalize),
+      featurize,
       manifest,
       out_dir,
       meta,
@@ -81,11 +93,21 @@ def dump_features(
   num_shards = max(1, -(-len(manifest) // utterances_per_shard))
   meta = {**meta, "manifest": str(manifest.path), "num_shards": num_shards}
   (out / "meta.json").write_text(json.dumps(meta, indent=2))
-  for k in range(process_index, num_shards, process_count):
+  shard_indices = {
+      k: range(k * utterances_per_shard, min((k + 1) * utterances_per_shard, len(manifest)))
+      for k in range(process_index, num_shards, process_count)
+  }
+  todo = [k for k in shard_indices if not (out / _shard_name(k, num_shards)).exists()]
+  meter = ProgressMeter(
+      f"features ({out.name})",
+      sum(len(indices) for indices in shard_indices.values()),
+      unit="utterances",
+      report=progress,
+      initial=sum(len(shard_indices[k]) for k in shard_indices if k not in todo),
+  )
+  for k in todo:
     target = out / _shard_name(k, num_shards)
-    if target.exists():
-      continue
-    indices = range(k * utterances_per_shard, min((k + 1) * utterances_per_shard, len(manifest)))
+    indices = shard_indices[k]
     features = featurize(list(indices))
     tmp = out / (target.name + ".tmp")
     with tmp.open("wb") as f:
@@ -96,12 +118,13 @@ def dump_features(
           ids=np.asarray([manifest.utterance_id(i) for i in indices]),
       )
     tmp.rename(target)
-    if progress:
-      progress(f"dumped shard {k + 1}/{num_shards} ({len(indices)} utterances) -> {target}")
+    meter.advance(len(indices), note=f"shard {k + 1}/{num_shards} written")
   return out
 
 
-def _featurize(pretrained, manifest, indices, layer, batch_size, normalize) -> list[np.ndarray]:
+def _featurize(
+    pretrained, manifest, indices, layer, batch_size, normalize, convention
+) -> list[np.ndarray]:
   from jaxdisco.data.normalize import normalize_waveform
 
   # Sort by length so each padded batch wastes little; restore order at the end.
@@ -119,7 +142,9 @@ def _featurize(pretrained, manifest, indices, layer, batch_size, normalize) -> l
     for row, w in enumerate(waves):
       batch[row, : len(w)] = w
       padding[row, : len(w)] = False
-    out = pretrained.extract_features(batch, padding, output_layers=[layer])
+    out = pretrained.extract_features(
+        batch, padding, output_layers=[layer], hidden_states_convention=convention
+    )
     hidden = np.asarray(out["hidden_states"][0])
     valid = np.asarray(out["frame_valid"])
     for row, i in enumerate(chunk):
@@ -134,7 +159,7 @@ def iter_feature_shards(out_dir: PathLike):
   for k in range(meta["num_shards"]):
     path = out / _shard_name(k, meta["num_shards"])
     if not path.exists():
-      raise FileNotFoundError(f"{path}: shard missing (the dump did not finish; run it again)")
+      raise MissingFileError(f"{path}: shard missing (the dump did not finish; run it again)")
     with path.open("rb") as f:
       data = np.load(f)
       bounds = np.cumsum(data["lengths"])[:-1]

@@ -59,7 +59,7 @@ import functools
 import json
 import math
 import os
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 from etils import epath
 import jax
@@ -67,6 +67,9 @@ from jax import lax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import numpy as np
+
+from jaxdisco.errors import MissingFileError
+from jaxdisco.progress import ProgressMeter
 
 PathLike = Union[str, os.PathLike, epath.Path]
 
@@ -76,6 +79,8 @@ _PRECISIONS = {
     "high": lax.Precision.HIGH,
     "default": lax.Precision.DEFAULT,
 }
+# Mini-batch fits run in this many host calls at most (one compiled loop), to report progress.
+_PROGRESS_SEGMENTS = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -373,12 +378,28 @@ def _chunked_inertia(x, w, centers, chunk_size, precision):
 # Mini-batch optimization, entirely on device (no host round trip per step).
 
 
+def _minibatch_start(centers, key):
+  """The mini-batch loop's state before step 0: (step, centres, running counts, key, averaged
+  inertia, its minimum, steps without improvement, stopped)."""
+  inf = jnp.asarray(jnp.inf, centers.dtype)
+  k = centers.shape[0]
+  return (
+      jnp.int32(0),
+      centers,
+      jnp.zeros((k,), centers.dtype),
+      key,
+      inf,
+      inf,
+      jnp.int32(0),
+      jnp.asarray(False),
+  )
+
+
 def _minibatch(
     x,
     valid,
-    centers,
-    key,
-    num_steps,
+    state,
+    stop_at,
     tol_scaled,
     *,
     per_lane,
@@ -387,15 +408,17 @@ def _minibatch(
     reseed_empty,
     precision,
 ):
-  """Runs up to `num_steps` mini-batch steps; returns (centres, steps taken)."""
-  k = centers.shape[0]
+  """Runs mini-batch steps from `state` (`_minibatch_start`) until step `stop_at` or an early
+  stop; returns the state. The host calls it for successive `stop_at` to report progress: the
+  steps are the same as in one call."""
+  k = state[1].shape[0]
   batch = x.shape[0] * per_lane
   alpha = min(batch * 2.0 / (num_frames + 1), 1.0)
   patience = max_no_improvement if max_no_improvement is not None else -1
 
   def cond(state):
     step, *_, stop = state
-    return jnp.logical_and(step < num_steps, jnp.logical_not(stop))
+    return jnp.logical_and(step < stop_at, jnp.logical_not(stop))
 
   def body(state):
     step, centers, counts, key, ewa, ewa_min, stale, _ = state
@@ -434,19 +457,7 @@ def _minibatch(
     )
     return step + 1, new_centers, new_counts, key, ewa, ewa_min, stale, stop
 
-  inf = jnp.asarray(jnp.inf, x.dtype)
-  state = (
-      jnp.int32(0),
-      centers,
-      jnp.zeros((k,), x.dtype),
-      key,
-      inf,
-      inf,
-      jnp.int32(0),
-      jnp.asarray(False),
-  )
-  step, centers, *_ = lax.while_loop(cond, body, state)
-  return centers, step
+  return lax.while_loop(cond, body, state)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,6 +474,7 @@ def fit_kmeans(
     *,
     mesh: Optional[Mesh] = None,
     init_centroids: Optional[np.ndarray] = None,
+    progress: Optional[Callable[[str], None]] = None,
 ) -> KMeansResult:
   """Fits k-means (see the module doc for the algorithm and the parallel layout).
 
@@ -473,6 +485,8 @@ def fit_kmeans(
     mesh: 1-D device mesh for a numpy input (default all devices); ignored for LaneFeatures.
     init_centroids: optional `[k, dim]` starting centres (e.g. a warm start); replaces the
       `n_init` initializations.
+    progress: print-like callable for lines with rate and ETA (initializations, then steps or
+      passes), at most every 10 s; None (default) for silence.
 
   Returns:
     `KMeansResult` with float32 `[k, dim]` centroids.
@@ -525,10 +539,13 @@ def fit_kmeans(
     if np.shape(init_centroids) != (k, dim):
       raise ValueError(f"init_centroids must be [{k}, {dim}], got {np.shape(init_centroids)}")
     best = jax.device_put(np.asarray(init_centroids, np.float32), replicated)
-  for init_key in jax.random.split(init_root, config.n_init if best is None else 0):
+  num_inits = config.n_init if best is None else 0
+  init_meter = ProgressMeter(f"k-means init ({config.init})", num_inits, report=progress)
+  for init_key in jax.random.split(init_root, num_inits):
     centers, inertia = init_fn(init_key, data.x, data.valid, val_x, val_w)
     if float(inertia) < best_inertia:
       best, best_inertia = centers, float(inertia)
+    init_meter.advance()
 
   tol_scaled = 0.0
   if config.tol > 0:
@@ -545,12 +562,11 @@ def fit_kmeans(
     batch = batch_per_lane * lanes
     num_steps = (config.max_iter * n) // batch
     run = jax.jit(
-        lambda x, v, c, key, steps, tol: _minibatch(
+        lambda x, v, state, stop_at, tol: _minibatch(
             x,
             v,
-            c,
-            key,
-            steps,
+            state,
+            stop_at,
             tol,
             per_lane=batch_per_lane,
             num_frames=n,
@@ -560,10 +576,19 @@ def fit_kmeans(
         ),
         out_shardings=replicated,
     )
-    centers, steps = run(
-        data.x, data.valid, centers, run_key, jnp.int32(num_steps), jnp.float32(tol_scaled)
-    )
-    n_steps = int(steps)
+    meter = ProgressMeter("k-means mini-batch", num_steps, unit="steps", report=progress)
+    segment = max(1, -(-num_steps // _PROGRESS_SEGMENTS))
+    state = _minibatch_start(centers, run_key)
+    for stop_at in range(segment, num_steps + segment, segment):
+      state = run(
+          data.x, data.valid, state, jnp.int32(min(stop_at, num_steps)), jnp.float32(tol_scaled)
+      )
+      meter.advance(int(state[0]) - meter.done)
+      if bool(state[-1]):
+        meter.finish("converged")
+        break
+    n_steps = int(state[0])
+    centers = state[1]
     n_iter = int(math.ceil(n_steps * batch / n))
   else:
     farthest = jax.jit(
@@ -571,6 +596,7 @@ def fit_kmeans(
         out_shardings=replicated,
     )
     n_steps = 0
+    meter = ProgressMeter("k-means Lloyd", config.max_iter, unit="passes", report=progress)
     for _ in range(config.max_iter):
       sums, counts, _ = full_pass(data.x, data.valid, centers)
       counts = np.asarray(counts)
@@ -586,7 +612,9 @@ def fit_kmeans(
       shift = float(np.sum((new - np.asarray(centers)) ** 2))
       centers = jax.device_put(new.astype(np.float32), replicated)
       n_steps += 1
+      meter.advance()
       if shift <= tol_scaled:
+        meter.finish("converged")
         break
     n_iter = n_steps
 
@@ -660,7 +688,9 @@ def save_centroids(path_prefix: PathLike, centroids, meta: Mapping[str, Any]) ->
     centroids: `[k, dim]`.
     meta: should name `feature_source` (e.g. "mfcc", "hubert_base_it1"), `layer` (int, or
       None for MFCC) and `layer_output` (which tensor of that layer: e.g. "mfcc_39",
-      "transformer_block_output"); `created_by` defaults to "jaxdisco.clustering.kmeans".
+      "transformer_block_output"), and for hidden states `hidden_states_convention` (the
+      feature dump's meta.json has it; `export_tokenizer` follows it); `created_by` defaults
+      to "jaxdisco.clustering.kmeans".
       Any other JSON-serializable keys (k-means settings, inertia) are kept. `k` and `dim`
       are written from the array.
   """
@@ -691,7 +721,7 @@ def load_centroids(path_prefix: PathLike) -> tuple[np.ndarray, dict[str, Any]]:
   npy, meta_path = epath.Path(f"{prefix}.npy"), epath.Path(f"{prefix}.json")
   for path in (npy, meta_path):
     if not path.exists():
-      raise FileNotFoundError(f"{path}: centroid file not found (written by save_centroids)")
+      raise MissingFileError(f"{path}: centroid file not found (written by save_centroids)")
   with npy.open("rb") as f:
     centroids = np.load(f).astype(np.float32)
   meta = json.loads(meta_path.read_text())

@@ -10,6 +10,8 @@ writes. See `jaxdisco.evaluation.units` for the frame convention.
 
 from absl import app, flags
 
+from jaxdisco.errors import UserError
+
 _UNITS = flags.DEFINE_string("units", None, "A .km file: one line of unit ids per utterance.")
 _ALIGNMENTS = flags.DEFINE_string(
     "alignments", None, 'JSONL phone alignments: {"id": ..., "phones": [[p, start, end]]}.'
@@ -40,17 +42,15 @@ def main(argv):
     raise app.UsageError("eval-units needs --units and --alignments")
   from jaxdisco.evaluation import units  # pylint: disable=g-import-not-at-top
 
-  try:
-    metrics, phones, unit_frames = units.evaluate_km_file(
-        _UNITS.value,
-        _ALIGNMENTS.value,
-        manifest_path=_MANIFEST.value,
-        frame_rate=_FRAME_RATE.value,
-        window=_WINDOW.value,
-        max_frame_diff=_MAX_FRAME_DIFF.value,
-    )
-  except (units.AlignmentError, FileNotFoundError, ValueError) as e:
-    raise app.UsageError(str(e)) from e
+  # Bad inputs raise jaxdisco.errors.UserError subclasses: `jaxdisco` prints them as one line.
+  metrics, phones, unit_frames = units.evaluate_km_file(
+      _UNITS.value,
+      _ALIGNMENTS.value,
+      manifest_path=_MANIFEST.value,
+      frame_rate=_FRAME_RATE.value,
+      window=_WINDOW.value,
+      max_frame_diff=_MAX_FRAME_DIFF.value,
+  )
   print(
       f"utterances      {metrics['utterances']}\n"
       f"frames          {metrics['frames']} (length differences: {metrics['frame_diff']})\n"
@@ -67,8 +67,8 @@ def main(argv):
   if _BASELINE.value:
     try:
       gain = _gain_over_baseline()
-    except (units.AlignmentError, FileNotFoundError, ValueError) as e:
-      raise app.UsageError(f"--baseline: {e}") from e
+    except UserError as e:  # Say which of the two unit sets the problem is in.
+      raise type(e)(f"--baseline: {e}") from e
     print(
         f"PNMI gain       {gain['gain']:+.4f} over {_BASELINE.value} (bootstrap s.d. "
         f"{gain['std']:.4f}, P(gain > 0) {gain['p_positive']:.2f}, "

@@ -31,6 +31,15 @@ _HF_MODEL_TYPE = flags.DEFINE_enum(
     "hf-model-type", None, ["hubert", "wav2vec2"], "model_type of hf/ (default: the source's)."
 )
 
+_CONVENTION = flags.DEFINE_enum(
+    "hidden-states-convention",
+    None,
+    ["transformers5", "transformers4"],
+    "Which tensor --layer names when it is the last layer of a pre-LN model: its output before "
+    "the final LayerNorm (transformers5) or after (transformers4). Default: the one recorded "
+    "with the centroids, else transformers5.",
+)
+
 
 def main(argv):
   if len(argv) > 1:
@@ -44,16 +53,14 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(f"--export-lengths: expected integers, got {_LENGTHS.value}") from e
   normalize = {"auto": None, "true": True, "false": False}[_NORMALIZE.value]
-  try:
-    export_tokenizer(
-        _WORKDIR.value,
-        _OUT.value,
-        layer=_LAYER.value,
-        centroids=_CENTROIDS.value,
-        units=_UNITS.value,
-        export_lengths=lengths,
-        normalize=normalize,
-        hf_model_type=_HF_MODEL_TYPE.value,
-    )
-  except (FileNotFoundError, ValueError) as e:
-    raise app.UsageError(str(e)) from e
+  export_tokenizer(
+      _WORKDIR.value,
+      _OUT.value,
+      layer=_LAYER.value,
+      centroids=_CENTROIDS.value,
+      units=_UNITS.value,
+      export_lengths=lengths,
+      normalize=normalize,
+      hf_model_type=_HF_MODEL_TYPE.value,
+      hidden_states_convention=_CONVENTION.value,
+  )

@@ -16,13 +16,10 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _CONFIG.value is None or _WORKDIR.value is None:
     raise app.UsageError("hubert-iterate needs --config and --workdir")
-  from jaxdisco.train.config_checks import ConfigError  # pylint: disable=g-import-not-at-top
   from jaxdisco.train.hubert_loop import LoopInterrupted, run_hubert_loop
 
   try:
     result = run_hubert_loop(_CONFIG.value, _WORKDIR.value)
-  except ConfigError as e:
-    raise app.UsageError(str(e)) from e
   except LoopInterrupted as e:  # SIGTERM: the checkpoint is saved; exit cleanly, like pretrain.
     print(f"Stopped: {e}")
     return

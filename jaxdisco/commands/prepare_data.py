@@ -11,7 +11,6 @@ again.
 """
 
 import json
-import sys
 
 from absl import app, flags
 
@@ -42,32 +41,29 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not _SOURCE.value or not _OUT.value:
     raise app.UsageError("prepare-data needs --source and --out")
-  from jaxdisco.data import labels, manifest, prepare, sources
+  from jaxdisco.data import prepare, sources
 
-  try:
-    source = sources.open_source(
-        _SOURCE.value,
-        labels=_LABELS.value,
-        dictionary=_DICT.value,
-        transcripts=_TRANSCRIPTS.value,
-        tfds_data_dir=_TFDS_DATA_DIR.value,
-    )
-    options = prepare.PrepareOptions(
-        sample_rate=_SAMPLE_RATE.value,
-        resample=_RESAMPLE.value,
-        normalize=_NORMALIZE.value,
-        min_samples=_MIN_SAMPLES.value,
-        audio_format=_FORMAT.value,
-        on_error=_ON_ERROR.value,
-        label_rate=_LABEL_RATE.value,
-    )
-    summary = prepare.prepare(
-        source, _OUT.value, num_shards=_SHARDS.value, num_workers=_WORKERS.value, options=options
-    )
-  except (prepare.PrepareError, labels.LabelError, manifest.ManifestError, FileNotFoundError) as e:
-    # Input problems, not bugs: the message names the file and line; no traceback.
-    print(f"jaxdisco prepare-data: error: {e}", file=sys.stderr)
-    sys.exit(1)
+  # Input problems raise jaxdisco.errors.UserError subclasses naming the file and line: `jaxdisco`
+  # prints them as one line, without a traceback.
+  source = sources.open_source(
+      _SOURCE.value,
+      labels=_LABELS.value,
+      dictionary=_DICT.value,
+      transcripts=_TRANSCRIPTS.value,
+      tfds_data_dir=_TFDS_DATA_DIR.value,
+  )
+  options = prepare.PrepareOptions(
+      sample_rate=_SAMPLE_RATE.value,
+      resample=_RESAMPLE.value,
+      normalize=_NORMALIZE.value,
+      min_samples=_MIN_SAMPLES.value,
+      audio_format=_FORMAT.value,
+      on_error=_ON_ERROR.value,
+      label_rate=_LABEL_RATE.value,
+  )
+  summary = prepare.prepare(
+      source, _OUT.value, num_shards=_SHARDS.value, num_workers=_WORKERS.value, options=options
+  )
   print(
       f"Prepared {summary['utterances']} utterances ({summary['hours']:.2f} h) into "
       f"{summary['shards']} shards in {summary['out']}; skipped {summary['skipped']} "

@@ -21,20 +21,17 @@ def main(argv):
   from jaxdisco.tokenize_files import tokenize_files  # pylint: disable=g-import-not-at-top
   from jaxdisco.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
 
-  try:
-    tokenizer = Tokenizer.load(_TOKENIZER.value)
-    summary = tokenize_files(
-        tokenizer,
-        inputs,
-        _OUT.value,
-        fmt=_FORMAT.value,
-        batch_size=_BATCH.value,
-        deduplicate=_DEDUP.value,
-        offset=_OFFSET.value,
-        chunk_seconds=_CHUNK.value,
-        resample=_RESAMPLE.value,
-    )
-  except (FileNotFoundError, ValueError) as e:
-    raise app.UsageError(str(e)) from e
+  tokenizer = Tokenizer.load(_TOKENIZER.value)
+  summary = tokenize_files(
+      tokenizer,
+      inputs,
+      _OUT.value,
+      fmt=_FORMAT.value,
+      batch_size=_BATCH.value,
+      deduplicate=_DEDUP.value,
+      offset=_OFFSET.value,
+      chunk_seconds=_CHUNK.value,
+      resample=_RESAMPLE.value,
+  )
   if not summary["utterances"]:
     raise app.UsageError("no utterance could be tokenized")

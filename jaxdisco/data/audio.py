@@ -16,10 +16,12 @@ from etils import epath
 import numpy as np
 import soundfile
 
+from jaxdisco.errors import UserError
+
 PathLike = Union[str, os.PathLike, epath.Path]
 
 
-class AudioError(ValueError):
+class AudioError(UserError, ValueError):
   """An audio file is missing, unreadable, empty or has the wrong format."""
 
 

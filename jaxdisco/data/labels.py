@@ -27,9 +27,10 @@ from etils import epath
 import numpy as np
 
 from jaxdisco.data.manifest import PathLike
+from jaxdisco.errors import UserError
 
 
-class LabelError(ValueError):
+class LabelError(UserError, ValueError):
   """A label or dictionary file is malformed or does not fit the manifest."""
 
 

@@ -26,6 +26,7 @@ from etils import epath
 import numpy as np
 
 from jaxdisco.data import audio
+from jaxdisco.errors import UserError
 
 PathLike = Union[str, os.PathLike, epath.Path]
 
@@ -33,7 +34,7 @@ PathLike = Union[str, os.PathLike, epath.Path]
 _MAX_LISTED_PROBLEMS = 10
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
   """A manifest file is malformed or disagrees with the audio it lists."""
 
 

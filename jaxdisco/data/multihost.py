@@ -9,15 +9,13 @@ without any process sending data to another
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Union
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
-# Mesh axes the batch dimension is split over (see STYLE.md: data, fsdp, tensor).
-BATCH_AXES = ('data', 'fsdp')
-
+from jaxdisco.parallel import rules as rules_lib
 
 def global_batch_to_local(global_batch_size: int, process_count: Optional[int] = None) -> int:
   """Rows of the batch each process builds.
@@ -36,12 +34,6 @@ def global_batch_to_local(global_batch_size: int, process_count: Optional[int] =
   return global_batch_size // process_count
 
 
-def batch_sharding(mesh: Mesh, batch_axes: Sequence[str] = BATCH_AXES) -> NamedSharding:
-  """Leading (batch) dimension split over those of `batch_axes` the mesh has."""
-  axes = tuple(a for a in batch_axes if a in mesh.axis_names)
-  return NamedSharding(mesh, PartitionSpec(axes or None))
-
-
 def make_global_batch(
     local_batch: Mapping[str, np.ndarray],
     mesh_or_sharding: Union[Mesh, jax.sharding.Sharding],
@@ -50,11 +42,12 @@ def make_global_batch(
   """Global arrays `[local_rows * process_count, ...]` from this process's batch.
 
   Every leaf's leading axis is the batch axis. With a `Mesh`, batch rows are
-  split over its `data` and `fsdp` axes; pass a `Sharding` to choose.
+  split as the default rules table's 'batch' rule says; pass a `Sharding` to choose (the
+  trainer passes the one its config's rules give, `parallel.rules.batch_sharding`).
   """
   sharding = mesh_or_sharding
   if isinstance(sharding, Mesh):
-    sharding = batch_sharding(sharding)
+    sharding = rules_lib.batch_sharding(sharding, rules_lib.DEFAULT_RULES)
   process_count = jax.process_count() if process_count is None else process_count
 
   def to_global(x):

@@ -46,6 +46,8 @@ from jaxdisco.data import labels as labels_lib
 from jaxdisco.data import records
 from jaxdisco.data import sources as sources_lib
 from jaxdisco.data.manifest import PathLike
+from jaxdisco.errors import UserError
+from jaxdisco.progress import format_seconds
 
 PLAN_FILE = 'plan.json'
 SUMMARY_FILE = 'summary.json'
@@ -55,7 +57,7 @@ _PEAK = 10 ** (-1 / 20)
 REASONS = ('unreadable', 'empty', 'too_short', 'sample_rate', 'label_length')
 
 
-class PrepareError(RuntimeError):
+class PrepareError(UserError, RuntimeError):
   """The prepare run stopped: a bad input under on_error='fail', or a bad plan."""
 
 
@@ -253,11 +255,6 @@ def _meta_path(out_dir: epath.Path, index: int, num_shards: int) -> epath.Path:
   return out_dir / (shard_name(index, num_shards).removesuffix('.array_record') + '.json')
 
 
-def _format_seconds(seconds: float) -> str:
-  seconds = int(seconds)
-  return f'{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s'
-
-
 def prepare(
     source: sources_lib.Source,
     out_dir: PathLike,
@@ -336,7 +333,7 @@ def prepare(
     eta = (remaining - done_entries) / max(rate, 1e-9)
     progress(
         f'prepare-data: shard {done_shards}/{num_shards} | {done_entries}/{remaining} '
-        f'utterances ({skipped} skipped) | {rate:.1f} utt/s | ETA {_format_seconds(eta)}'
+        f'utterances ({skipped} skipped) | {rate:.1f} utt/s | ETA {format_seconds(eta)}'
     )
 
   num_workers = min(num_workers or os.cpu_count() or 1, max(len(jobs), 1))

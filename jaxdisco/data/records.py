@@ -27,12 +27,14 @@ from typing import Optional
 import numpy as np
 import soundfile
 
+from jaxdisco.errors import UserError
+
 MAGIC = b'JDR1'
 AUDIO_FORMATS = ('pcm16', 'flac')
 _HEADER_SIZE = struct.Struct('<I')
 
 
-class RecordError(ValueError):
+class RecordError(UserError, ValueError):
   """A record is not a jaxdisco record or is truncated."""
 
 

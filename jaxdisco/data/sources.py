@@ -33,6 +33,7 @@ from jaxdisco.data import labels as labels_lib
 from jaxdisco.data import manifest as manifest_lib
 from jaxdisco.data import records
 from jaxdisco.data.manifest import PathLike
+from jaxdisco.errors import MissingFileError
 
 AUDIO_EXTENSIONS = ('.wav', '.flac', '.ogg', '.mp3')
 INDEX_FILE = 'index.json'
@@ -133,7 +134,7 @@ class FolderSource:
   def __init__(self, root: PathLike, extensions: Sequence[str] = AUDIO_EXTENSIONS):
     self.root = epath.Path(root)
     if not self.root.is_dir():
-      raise FileNotFoundError(f'{self.root}: expected a directory of audio files')
+      raise MissingFileError(f'{self.root}: expected a directory of audio files')
     extensions = tuple(e.lower() for e in extensions)
     # walk(), not rglob: epath refuses recursive globs (one RPC per match on GCS).
     self.files = sorted(
@@ -143,7 +144,7 @@ class FolderSource:
         if epath.Path(name).suffix.lower() in extensions
     )
     if not self.files:
-      raise FileNotFoundError(f'{self.root}: no audio files ({", ".join(extensions)}) found')
+      raise MissingFileError(f'{self.root}: no audio files ({", ".join(extensions)}) found')
 
   def __len__(self) -> int:
     return len(self.files)
@@ -229,13 +230,13 @@ class TfdsSource:
       if base.exists():
         versions = [p.name for p in base.iterdir() if p.is_dir() and p.name[:1].isdigit()]
       if not versions:
-        raise FileNotFoundError(f'{base}: no prepared versions of TFDS dataset {name!r}')
+        raise MissingFileError(f'{base}: no prepared versions of TFDS dataset {name!r}')
       version = max(versions, key=lambda v: tuple(int(x) for x in v.split('.')))
     dataset_name = pathlib.PurePosixPath(name).parts[0]
     pattern = f'{dataset_name}-{self.split}.array_record-*'
     files = sorted(str(p) for p in (base / version).glob(pattern))
     if not files:
-      raise FileNotFoundError(
+      raise MissingFileError(
           f'{base / version}: no {pattern} files (prepare the dataset with '
           "file_format='array_record')"
       )
@@ -324,7 +325,7 @@ class PreparedSource:
     self.directory = epath.Path(directory)
     index_path = self.directory / INDEX_FILE
     if not index_path.exists():
-      raise FileNotFoundError(
+      raise MissingFileError(
           f'{index_path}: not a prepared directory (run `jaxdisco prepare-data` first, '
           'or it is still running)'
       )
@@ -405,5 +406,5 @@ def open_source(
       return PreparedSource(path)
     return FolderSource(path)
   if labels is None and dictionary is not None:
-    raise ValueError('a dictionary was given without a label file')
+    raise labels_lib.LabelError('a dictionary was given without a label file')
   return ManifestSource(path, labels=labels, dictionary=dictionary, transcripts=transcripts)

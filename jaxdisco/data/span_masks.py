@@ -1,10 +1,10 @@
 """Span masks and negative indices drawn on the host, in the input pipeline.
 
 The reference's TPU recipe computes masks in the data loader so the device program has no
-host-side randomness and no data-dependent shapes. This runs the very functions the jitted loss
-uses (`jaxdisco.objectives.masking.mask_spans`, `...negatives.sample_negatives` /
-`sample_cross_negatives`) on the host CPU, keyed by a seed drawn from the pipeline's numpy
-generator, so both paths share one implementation and one set of semantics.
+host-side randomness and no data-dependent shapes. This runs the very function the jitted wav2vec 2.0
+loss draws with (`jaxdisco.objectives.wav2vec2.draw_masks_and_negatives`) on the host CPU, keyed
+by a seed drawn from the pipeline's numpy generator, so both paths share one implementation
+and one set of semantics.
 
 One difference in scope: inside the jitted step `require_same_masks` equalises mask counts over
 the global batch; here over each process's local batch. The loss weights frames by `mask`, so
@@ -21,9 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdisco.models.config import conv_output_length, valid_frame_lengths
-from jaxdisco.objectives.masking import mask_spans
-from jaxdisco.objectives.negatives import sample_cross_negatives, sample_negatives
+from jaxdisco.objectives.wav2vec2 import draw_masks_and_negatives
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,24 +62,7 @@ class MaskingSpec:
 
 @functools.partial(jax.jit, static_argnums=0)
 def _draw_on_host(spec: MaskingSpec, seed, padding_mask):
-  mask_key, neg_key, cross_key = jax.random.split(jax.random.key(seed), 3)
-  num_frames = int(conv_output_length(padding_mask.shape[-1], spec.conv_spec))
-  lengths = valid_frame_lengths(padding_mask, spec.conv_spec)
-  mask = mask_spans(
-      mask_key,
-      lengths,
-      num_frames,
-      mask_prob=spec.mask_prob,
-      mask_length=spec.mask_length,
-      min_masks=spec.min_masks,
-      require_same_masks=spec.require_same_masks,
-  )
-  out = {'mask': mask}
-  if spec.num_negatives:
-    out['negatives'] = sample_negatives(neg_key, mask, spec.num_negatives)
-  if spec.cross_sample_negatives:
-    out['cross_negatives'] = sample_cross_negatives(cross_key, mask, spec.cross_sample_negatives)
-  return out
+  return draw_masks_and_negatives(jax.random.key(seed), padding_mask, spec.conv_spec, spec)
 
 
 def add_masks(batch: dict, rng: np.random.Generator, spec: Optional[MaskingSpec]) -> dict:

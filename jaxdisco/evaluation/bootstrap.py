@@ -55,7 +55,7 @@ def pnmi_gain(
   """
   ids = sorted(set(before) & set(after))
   if len(ids) < 2:
-    raise ValueError(f"need at least 2 shared utterances to resample, got {len(ids)}")
+    raise units_lib.AlignmentError(f"need at least 2 shared utterances to resample, got {len(ids)}")
   phone_labels = sorted({p for u in ids for side in (before, after) for p in side[u][0]})
   phone_index = {p: i for i, p in enumerate(phone_labels)}
   a = _counts_per_utterance(before, ids, phone_index)

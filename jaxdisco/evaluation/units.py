@@ -33,12 +33,14 @@ from typing import Mapping, Optional, Sequence, Union
 from etils import epath
 import numpy as np
 
+from jaxdisco.errors import MissingFileError, UserError
+
 PathLike = Union[str, os.PathLike, epath.Path]
 Segments = Sequence[tuple[str, float, float]]
 DEFAULT_WINDOW = 0.025
 
 
-class AlignmentError(ValueError):
+class AlignmentError(UserError, ValueError):
   """Units and alignments do not match (missing ids, lengths off by more than allowed)."""
 
 
@@ -46,7 +48,7 @@ def read_alignments(path: PathLike) -> dict[str, list[tuple[str, float, float]]]
   """Reads JSONL `{"id": ..., "phones": [[phone, start_s, end_s], ...]}` → ordered dict."""
   path = epath.Path(path)
   if not path.exists():
-    raise FileNotFoundError(f"{path}: alignment file not found")
+    raise MissingFileError(f"{path}: alignment file not found")
   out: dict[str, list[tuple[str, float, float]]] = {}
   for line_number, line in enumerate(path.read_text().splitlines(), start=1):
     if not line.strip():
@@ -56,11 +58,11 @@ def read_alignments(path: PathLike) -> dict[str, list[tuple[str, float, float]]]
       segments = [(str(p), float(s), float(e)) for p, s, e in record["phones"]]
       utt = str(record["id"])
     except (ValueError, KeyError, TypeError) as e:
-      raise ValueError(
+      raise AlignmentError(
           f"{path}:{line_number}: expected " '{"id": ..., "phones": [[phone, start, end], ...]}'
       ) from e
     if not segments:
-      raise ValueError(f"{path}:{line_number}: utterance {utt!r} has no phone segments")
+      raise AlignmentError(f"{path}:{line_number}: utterance {utt!r} has no phone segments")
     out[utt] = segments
   return out
 
@@ -184,7 +186,7 @@ def quality_from_counts(counts: np.ndarray) -> dict[str, float]:
   counts = np.asarray(counts, np.float64)
   total = counts.sum()
   if total <= 0:
-    raise ValueError("no frames to evaluate")
+    raise AlignmentError("no frames to evaluate")
   p_xy = counts / total
   p_phone, p_unit = p_xy.sum(axis=1), p_xy.sum(axis=0)
   nz = p_xy > 0

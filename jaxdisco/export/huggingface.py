@@ -25,6 +25,7 @@ from typing import Any, Iterator, Mapping, NamedTuple
 
 import numpy as np
 
+from jaxdisco.errors import MissingFileError
 from jaxdisco.models.config import ModelConfig, parse_conv_layers
 
 MODEL_TYPES = ("wav2vec2", "hubert")
@@ -501,9 +502,9 @@ def load_hf_checkpoint(directory: str | os.PathLike) -> tuple[ModelConfig, dict,
   directory = os.fspath(directory)
   config_path = os.path.join(directory, CONFIG_NAME)
   if not os.path.isdir(directory):
-    raise FileNotFoundError(f"HF checkpoint directory {directory!r} does not exist")
+    raise MissingFileError(f"HF checkpoint directory {directory!r} does not exist")
   if not os.path.isfile(config_path):
-    raise FileNotFoundError(f"HF checkpoint directory {directory!r} has no {CONFIG_NAME}")
+    raise MissingFileError(f"HF checkpoint directory {directory!r} has no {CONFIG_NAME}")
   with open(config_path) as f:
     hf_config = json.load(f)
   cfg = config_from_hf(hf_config)
@@ -524,7 +525,7 @@ def load_hf_checkpoint(directory: str | os.PathLike) -> tuple[ModelConfig, dict,
       ) from None
     state_dict = torch.load(pt_path, map_location="cpu", weights_only=True)
   else:
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"HF checkpoint directory {directory!r} has neither "
         f"{SAFETENSORS_NAME} nor {PYTORCH_NAME} (sharded checkpoints are "
         "not supported)"

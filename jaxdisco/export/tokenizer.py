@@ -34,8 +34,14 @@ from typing import Optional, Sequence, Union
 import jax
 import numpy as np
 
+from jaxdisco.errors import TokenizerError
 from jaxdisco.export import unit_kinds
 from jaxdisco.models.config import ModelConfig
+from jaxdisco.models.hidden_states import (
+    DEFAULT_HIDDEN_STATES_CONVENTION,
+    check_hidden_states_convention,
+)
+from jaxdisco.progress import ProgressMeter
 
 PathLike = Union[str, os.PathLike]
 MANIFEST_NAME = "tokenizer.json"
@@ -48,12 +54,12 @@ SAMPLE_RATE = 16000
 # 1, 2, 5, 10 and 20 s: a handful of fixed shapes cover most corpora (inputs are padded up).
 DEFAULT_EXPORT_LENGTHS = (16000, 32000, 80000, 160000, 320000)
 LAYER_CONVENTION = (
-    "hidden_states[layer] in the Hugging Face output_hidden_states convention "
-    "(jaxdisco.pretrained.Pretrained.extract_features): 0 is the Transformer input (after the "
-    "positional conv; for post-LN models after the encoder LayerNorm), i >= 1 is the output of "
-    "Transformer layer i (pre-LN: the raw residual stream; only i = num_layers is after the "
-    "final LayerNorm). In the hf/ export (num_hidden_layers = layer) this is hidden_states[-1] "
-    "under transformers 5.x, and last_hidden_state for post-LN models."
+    "hidden_states[layer] in the output_hidden_states convention named by "
+    "hidden_states_convention (jaxdisco.pretrained.Pretrained.extract_features): 0 is the "
+    "Transformer input (after the positional conv; for post-LN models after the encoder "
+    "LayerNorm), i >= 1 is the output of Transformer layer i (pre-LN: the raw residual stream, "
+    "before the final LayerNorm, except i = num_layers under 'transformers4', which is after "
+    "it). In the hf/ export (num_hidden_layers = layer) this is hf.features."
 )
 
 
@@ -69,22 +75,41 @@ def sha256_file(path: PathLike) -> str:
   return digest.hexdigest()
 
 
-def _load_centroids(centroids) -> tuple[Optional[np.ndarray], Optional[str]]:
-  """A save_centroids prefix, a sklearn joblib file or an array -> ([k, dim], description)."""
+def _load_centroids(centroids) -> tuple[Optional[np.ndarray], Optional[str], dict]:
+  """A save_centroids prefix, a sklearn joblib file or an array -> ([k, dim], description,
+  the save_centroids meta or {})."""
   from jaxdisco.clustering import kmeans
 
   if centroids is None:
-    return None, None
+    return None, None, {}
   if not isinstance(centroids, (str, os.PathLike)):
-    return np.asarray(centroids, np.float32), "array"
+    return np.asarray(centroids, np.float32), "array", {}
   text = os.fspath(centroids)
   if text.endswith((".joblib", ".pkl", ".bin")) or (
       os.path.isfile(text) and not text.endswith(".npy")
   ):
-    return kmeans.import_sklearn_kmeans(text), f"sklearn:{text}"
+    return kmeans.import_sklearn_kmeans(text), f"sklearn:{text}", {}
   prefix = text[: -len(".npy")] if text.endswith(".npy") else text
-  array, _ = kmeans.load_centroids(prefix)
-  return array, f"save_centroids:{prefix}"
+  array, meta = kmeans.load_centroids(prefix)
+  return array, f"save_centroids:{prefix}", meta
+
+
+def _units_convention(requested: Optional[str], centroid_meta: dict, cfg, layer: int) -> str:
+  """The hidden_states convention the units read: the one asked for, else the one the
+  centroids' features were dumped in (their save_centroids meta), else the default. Asking for
+  another than the centroids' is refused where the two differ (the last layer of pre-LN)."""
+  fitted = centroid_meta.get("hidden_states_convention")
+  convention = check_hidden_states_convention(
+      requested or fitted or DEFAULT_HIDDEN_STATES_CONVENTION
+  )
+  differs = getattr(cfg, "layer_norm_first", False) and layer == cfg.num_layers
+  if fitted and fitted != convention and differs:
+    raise TokenizerError(
+        f"hidden_states_convention={convention!r}, but the centroids were fit on "
+        f"{fitted!r} features of layer {layer} (their .json): the units would not be the "
+        "clusters' (drop --hidden-states-convention, or fit the centroids on those features)"
+    )
+  return convention
 
 
 def _source_info(source) -> tuple[object, Optional[int], bool, str]:
@@ -123,6 +148,7 @@ def export_tokenizer(
     normalize: Optional[bool] = None,
     hf_model_type: Optional[str] = None,
     export_hf: bool = True,
+    hidden_states_convention: Optional[str] = None,
     progress=print,
 ) -> pathlib.Path:
   """Writes a tokenizer directory (see the module docstring) and returns its path.
@@ -141,6 +167,10 @@ def export_tokenizer(
     hf_model_type: "hubert" or "wav2vec2" for hf/; default: the source's. A vq-wav2vec
       source refuses it (no transformers model to export to).
     export_hf: write hf/.
+    hidden_states_convention: "transformers5" or "transformers4" (see
+      `Pretrained.extract_features`; they differ only for layer = num_layers of a pre-LN
+      model); default: the centroids' (their save_centroids meta names it), else
+      "transformers5". Recorded in tokenizer.json.
     progress: print-like callable, or None.
   """
   from safetensors.numpy import save_file
@@ -150,32 +180,35 @@ def export_tokenizer(
   pretrained, step, source_normalize, description = _source_info(source)
   cfg = pretrained.config
   if (pretrained.model_type == "vq_wav2vec") != (units == "vq_wav2vec"):
-    raise ValueError(
+    raise TokenizerError(
         f"units={units!r} does not fit this {pretrained.model_type} model: a vq-wav2vec run "
         "exports its quantizer's codes (units='vq_wav2vec'); wav2vec 2.0 / HuBERT models use "
         "'kmeans' or 'codebook'"
     )
   if pretrained.model_type == "vq_wav2vec" and hf_model_type is not None:
-    raise ValueError(
+    raise TokenizerError(
         "a vq-wav2vec model has no Hugging Face export (transformers has no vq-wav2vec / "
         "wav2vec 1.0 model): drop hf_model_type (--hf-model-type)"
     )
   if kind.uses_layer:
     if layer is None:
-      raise ValueError(f"units={units!r} needs a layer (0..{cfg.num_layers})")
+      raise TokenizerError(f"units={units!r} needs a layer (0..{cfg.num_layers})")
     if not 0 <= layer <= cfg.num_layers:
-      raise ValueError(
+      raise TokenizerError(
           f"layer {layer} out of range: this model has hidden_states 0..{cfg.num_layers}"
       )
   else:
     layer = 0
-  centroid_array, centroid_source = _load_centroids(centroids)
+  centroid_array, centroid_source, centroid_meta = _load_centroids(centroids)
   quantizer, info, spec_extra = kind.make_weights(pretrained, layer, centroid_array)
   spec = unit_kinds.TokenizerSpec(
       kind=units,
       config=cfg,
       layer=layer,
       normalize=source_normalize if normalize is None else bool(normalize),
+      hidden_states_convention=_units_convention(
+          hidden_states_convention, centroid_meta, cfg, layer
+      ),
       **spec_extra,
   )
   backbone = jax.device_get(kind.encoder(pretrained, layer))
@@ -189,15 +222,21 @@ def export_tokenizer(
   lengths = sorted({int(n) for n in export_lengths})
   for n in lengths:
     if cfg.num_frames(n) < 1:
-      raise ValueError(f"export_lengths: {n} samples give no frame (receptive field too large)")
-    say(f"exporting StableHLO program for {n} samples ({n / SAMPLE_RATE:g} s)")
+      raise TokenizerError(f"export_lengths: {n} samples give no frame (receptive field too large)")
+  if lengths:
+    say(f"exporting {len(lengths)} StableHLO program(s) for {lengths} samples")
+  # Lowering a program takes seconds to minutes: a line with the ETA after each.
+  meter = ProgressMeter("programs", len(lengths), report=progress, every_seconds=0)
+  for n in lengths:
     (out / program_name(n)).write_bytes(serialize_program(spec, weights, n))
     files.append(program_name(n))
+    meter.advance(note=f"{program_name(n)} ({n / SAMPLE_RATE:g} s)")
   hf_info = None
   # Codebook and vq-wav2vec units need the quantizer, which hf/ lacks (and transformers has no
   # vq-wav2vec model at all).
   if export_hf and kind.uses_layer:
     model_type = hf_model_type or pretrained.model_type
+    say(f"writing the Hugging Face {model_type} export to {out / HF_DIR}")
     hf_info = _export_hf(out / HF_DIR, spec, backbone, model_type, centroid_array)
     files += [f"{HF_DIR}/{name}" for name in hf_info["files"]]
 
@@ -210,6 +249,7 @@ def export_tokenizer(
       "layer_output": (
           LAYER_CONVENTION if kind.uses_layer else "quantizer input (conv encoder output)"
       ),
+      "hidden_states_convention": spec.hidden_states_convention if kind.uses_layer else None,
       "model_config": cfg.to_dict(),
       "model_type": pretrained.model_type,
       "sample_rate": SAMPLE_RATE,
@@ -275,14 +315,20 @@ def _export_hf(directory: pathlib.Path, spec, backbone, model_type: str, centroi
   if centroids is not None:
     np.save(directory / "centroids.npy", np.asarray(centroids, np.float32))
     names.append("centroids.npy")
+  cfg = spec.config
+  last_layer = spec.layer == cfg.num_layers
+  if not cfg.layer_norm_first:
+    features = "last_hidden_state (= hidden_states[-1])"
+  elif last_layer and spec.hidden_states_convention == "transformers4":
+    features = "last_hidden_state (after the final LayerNorm)"
+  else:
+    features = (
+        "hidden_states[-1] under transformers 5.x: the last layer's output before the final "
+        "LayerNorm (transformers 4.x returns it after)"
+    )
   return {
       "model_type": model_type,
       "num_hidden_layers": spec.layer,
-      "features": (
-          "hidden_states[-1] (transformers 5.x; = last_hidden_state for post-LN models); the "
-          "waveform is normalized first"
-          if spec.normalize
-          else "hidden_states[-1] " "(transformers 5.x; = last_hidden_state for post-LN models)"
-      ),
+      "features": features + ("; the waveform is normalized first" if spec.normalize else ""),
       "files": names,
   }

@@ -36,7 +36,12 @@ from flax import traverse_util
 
 from jaxdisco.clustering import kmeans
 from jaxdisco.data.normalize import NORMALIZE_EPS
+from jaxdisco.errors import TokenizerError
 from jaxdisco.models.config import ModelConfig
+from jaxdisco.models.hidden_states import (
+    DEFAULT_HIDDEN_STATES_CONVENTION,
+    hidden_states_in_convention,
+)
 from jaxdisco.models.wav2vec2 import Wav2Vec2Backbone
 
 Array = jax.Array
@@ -49,7 +54,9 @@ class TokenizerSpec:
   config: the source model's full ModelConfig (num_layers is the source's, not the cut), or
     its VqWav2VecConfig for `vq_wav2vec` units;
   layer: hidden_states index the units read (kmeans) and number of Transformer layers run;
-  normalize: zero mean / unit variance over each row's valid samples, in the program.
+  normalize: zero mean / unit variance over each row's valid samples, in the program;
+  hidden_states_convention: which tensor hidden_states[layer] is when `layer` is the last
+    layer of a pre-LN model (`jaxdisco.models.hidden_states`); the same everywhere else.
   """
 
   kind: str
@@ -58,6 +65,7 @@ class TokenizerSpec:
   normalize: bool
   num_groups: int = 1
   num_vars: int = 0
+  hidden_states_convention: str = DEFAULT_HIDDEN_STATES_CONVENTION
 
 
 def flatten(tree: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -101,7 +109,13 @@ def combine_groups(codes: Array, num_vars: int) -> Array:
 
 def _kmeans_ids(spec: TokenizerSpec, weights, waveform: Array, padding_mask: Array) -> Array:
   out = _backbone(spec, weights, waveform, padding_mask)
-  x = out.hidden_states[spec.layer].astype(jnp.float32)  # [batch, frames, dim]
+  hidden = hidden_states_in_convention(
+      out.hidden_states,
+      out.last_hidden_state,
+      spec.hidden_states_convention,
+      spec.config.num_layers,
+  )
+  x = hidden[spec.layer].astype(jnp.float32)  # [batch, frames, dim]
   b, t, d = x.shape
   # The same distance and argmin as `kmeans.assign`, so labels equal the library's.
   ids, _ = kmeans.nearest_centroids(
@@ -122,10 +136,12 @@ def _codebook_ids(spec: TokenizerSpec, weights, waveform: Array, padding_mask: A
 
 def _kmeans_weights(pretrained, layer: int, centroids: Optional[np.ndarray]):
   if centroids is None:
-    raise ValueError("units='kmeans' needs centroids (a save_centroids prefix or a joblib file)")
+    raise TokenizerError(
+        "units='kmeans' needs centroids (a save_centroids prefix or a joblib file)"
+    )
   dim = pretrained.config.embed_dim
   if centroids.ndim != 2 or centroids.shape[1] != dim:
-    raise ValueError(f"centroids: expected [k, {dim}] for this model, got {centroids.shape}")
+    raise TokenizerError(f"centroids: expected [k, {dim}] for this model, got {centroids.shape}")
   info = {"vocab_size": int(centroids.shape[0]), "id_mapping": "index of the nearest centroid"}
   return {"centroids": centroids.astype(np.float32)}, info, {}
 
@@ -133,10 +149,10 @@ def _kmeans_weights(pretrained, layer: int, centroids: Optional[np.ndarray]):
 def _codebook_weights(pretrained, layer: int, centroids: Optional[np.ndarray]):
   del layer
   if centroids is not None:
-    raise ValueError("units='codebook' uses the model's own quantizer; do not pass centroids")
+    raise TokenizerError("units='codebook' uses the model's own quantizer; do not pass centroids")
   head = pretrained.params["params"].get("quantizer")
   if head is None:
-    raise ValueError(
+    raise TokenizerError(
         "units='codebook' needs the wav2vec 2.0 quantizer, which this checkpoint lacks "
         "(a HuBERT model or a Hugging Face base model has none: use units='kmeans')"
     )
@@ -170,7 +186,7 @@ def _vq_wav2vec_ids(spec: TokenizerSpec, weights, waveform: Array, padding_mask:
 def _vq_wav2vec_weights(pretrained, layer: int, centroids: Optional[np.ndarray]):
   del layer
   if centroids is not None:
-    raise ValueError("units='vq_wav2vec' uses the model's own quantizer; do not pass centroids")
+    raise TokenizerError("units='vq_wav2vec' uses the model's own quantizer; do not pass centroids")
   params = pretrained.params["params"]
   cfg = pretrained.config
   g, v = cfg.vq_groups, cfg.vq_vars
@@ -195,7 +211,7 @@ def _is_vq_wav2vec(pretrained) -> bool:
 
 def _backbone_encoder(pretrained, layer: int) -> dict:
   if _is_vq_wav2vec(pretrained):
-    raise ValueError(
+    raise TokenizerError(
         "this is a vq-wav2vec model: its units are its quantizer's codes, use units='vq_wav2vec'"
     )
   return _cut_backbone(pretrained.params["params"]["backbone"], layer)
@@ -204,7 +220,7 @@ def _backbone_encoder(pretrained, layer: int) -> dict:
 def _vq_wav2vec_encoder(pretrained, layer: int) -> dict:
   del layer
   if not _is_vq_wav2vec(pretrained):
-    raise ValueError(
+    raise TokenizerError(
         "units='vq_wav2vec' needs a vq-wav2vec run (method vq_wav2vec); this model is "
         f"{getattr(pretrained, 'model_type', type(pretrained).__name__)!r}: use 'kmeans' or "
         "'codebook'"
@@ -246,7 +262,7 @@ UNIT_KINDS: dict[str, UnitKind] = {
 
 def get_kind(name: str) -> UnitKind:
   if name not in UNIT_KINDS:
-    raise ValueError(f"units: expected one of {sorted(UNIT_KINDS)}, got {name!r}")
+    raise TokenizerError(f"units: expected one of {sorted(UNIT_KINDS)}, got {name!r}")
   return UNIT_KINDS[name]
 
 

@@ -11,6 +11,8 @@ import ast
 import dataclasses
 from typing import Any, Mapping
 
+from jaxdisco.errors import ConfigError
+
 ConvSpec = tuple[tuple[int, int, int], ...]
 
 DEFAULT_CONV_LAYERS = "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2"
@@ -28,7 +30,7 @@ def parse_conv_layers(spec: str | ConvSpec) -> ConvSpec:
     layers = _eval_spec(ast.parse(spec, mode="eval").body, spec)
     layers = tuple(tuple(int(v) for v in layer) for layer in layers)
   if not layers or any(len(layer) != 3 or min(layer) < 1 for layer in layers):
-    raise ValueError(
+    raise ConfigError(
         f"model.conv_layers: expected a non-empty list of (channels, kernel, stride) with "
         f"positive integers, got {spec!r}"
     )
@@ -44,7 +46,7 @@ def _eval_spec(node: ast.AST, text: str) -> Any:
   if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
     left, right = _eval_spec(node.left, text), _eval_spec(node.right, text)
     return left + right if isinstance(node.op, ast.Add) else left * right
-  raise ValueError(
+  raise ConfigError(
       f"model.conv_layers: unsupported expression in {text!r}; use lists of "
       "(channels, kernel, stride) tuples combined with + and *"
   )
@@ -108,22 +110,22 @@ class ModelConfig:
   def __post_init__(self):
     parse_conv_layers(self.conv_layers)
     if self.extractor_mode not in ("default", "layer_norm"):
-      raise ValueError(
+      raise ConfigError(
           f"model.extractor_mode: expected 'default' or 'layer_norm', got "
           f"{self.extractor_mode!r}"
       )
     if self.embed_dim % self.num_heads:
-      raise ValueError(
+      raise ConfigError(
           f"model.embed_dim ({self.embed_dim}) must be divisible by "
           f"model.num_heads ({self.num_heads})"
       )
     if self.embed_dim % self.pos_conv_groups:
-      raise ValueError(
+      raise ConfigError(
           f"model.embed_dim ({self.embed_dim}) must be divisible by "
           f"model.pos_conv_groups ({self.pos_conv_groups})"
       )
     if self.codevector_dim % self.latent_groups:
-      raise ValueError(
+      raise ConfigError(
           f"model.latent_dim/final_dim ({self.codevector_dim}) must be divisible "
           f"by model.latent_groups ({self.latent_groups})"
       )
@@ -137,15 +139,15 @@ class ModelConfig:
     ):
       value = getattr(self, name)
       if not 0.0 <= value < 1.0:
-        raise ValueError(f"model.{name}: expected a probability in [0, 1), got {value}")
+        raise ConfigError(f"model.{name}: expected a probability in [0, 1), got {value}")
     if self.dtype not in ("float32", "bfloat16"):
-      raise ValueError(f"model.dtype: expected 'float32' or 'bfloat16', got {self.dtype!r}")
+      raise ConfigError(f"model.dtype: expected 'float32' or 'bfloat16', got {self.dtype!r}")
     if self.attention not in ("auto", "xla", "cudnn"):
-      raise ValueError(
+      raise ConfigError(
           f"model.attention: expected 'auto', 'xla' or 'cudnn', got {self.attention!r}"
       )
     if self.attention == "cudnn" and (self.dtype != "bfloat16" or self.attention_dropout):
-      raise ValueError(
+      raise ConfigError(
           "model.attention='cudnn' needs model.dtype='bfloat16' and model.attention_dropout=0 "
           f"(got {self.dtype!r}, {self.attention_dropout}); use 'auto' to fall back to xla"
       )
@@ -178,7 +180,7 @@ class ModelConfig:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-      raise ValueError(f"model: unknown field(s) {unknown}; known fields: {sorted(known)}")
+      raise ConfigError(f"model: unknown field(s) {unknown}; known fields: {sorted(known)}")
     return cls(**dict(values))
 
   def to_dict(self) -> dict[str, Any]:

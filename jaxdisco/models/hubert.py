@@ -57,8 +57,10 @@ class HubertForPretraining(nn.Module):
       projections = tuple(jnp.split(proj, len(self.num_classes), axis=-1))
     else:
       projections = (proj,) * len(self.num_classes)
-    bounds = list(jnp.cumsum(jnp.asarray(self.num_classes))[:-1])
-    embeddings = tuple(jnp.split(self.label_embeddings, [int(b) for b in bounds], axis=0))
+    # Split points from the static class counts in plain Python: a jnp cumsum is a tracer under
+    # jit and cannot give split indices (jit failed with two or more label sets).
+    bounds = [sum(self.num_classes[: i + 1]) for i in range(len(self.num_classes) - 1)]
+    embeddings = tuple(jnp.split(self.label_embeddings, bounds, axis=0))
     return HubertOutput(projections, embeddings, out.feature_penalty, out.frame_valid)
 
   def extract_features(self, waveform, padding_mask=None, num_layers=None):

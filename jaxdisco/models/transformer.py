@@ -145,13 +145,14 @@ class TransformerEncoder(nn.Module):
   """Positional conv + L layers.
 
   Returns (output [batch, frames, dim], hidden_states): hidden_states has L + 1 entries in the
-  Hugging Face `output_hidden_states` convention:
+  transformers 5.x `output_hidden_states` convention (fairseq's layer outputs too):
     * entry 0 is the input of layer 0: after the positional conv is added and, for post-LN
       models, after the encoder LayerNorm; for pre-LN models no LayerNorm has been applied yet;
-    * entry i (1 <= i < L) is the output of layer i-1 (for pre-LN models the raw residual
-      stream, before any final LayerNorm);
-    * entry L is the encoder output: the last layer's output, for pre-LN models after the
-      final encoder LayerNorm.
+    * entry i (1 <= i <= L) is the output of layer i-1; for pre-LN models the raw residual
+      stream, so entry L is taken *before* the final encoder LayerNorm;
+    * output is the encoder output: entry L, for pre-LN models after the final LayerNorm.
+  transformers 4.x differs in one place: its entry L of a pre-LN model is the output (after the
+  final LayerNorm); `hidden_states.hidden_states_in_convention` gives either.
   """
 
   config: ModelConfig
@@ -191,7 +192,7 @@ class TransformerEncoder(nn.Module):
         keep = jax.random.uniform(self.make_rng("dropout")) >= cfg.layerdrop
         layer_out = jnp.where(keep, layer_out, x)
       x = layer_out
+    hidden_states.append(x)
     if cfg.layer_norm_first and run_layers == cfg.num_layers:
       x = final_norm(x)
-    hidden_states.append(x)
     return x, hidden_states

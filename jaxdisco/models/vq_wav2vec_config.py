@@ -13,6 +13,7 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
+from jaxdisco.errors import ConfigError
 from jaxdisco.models.config import ConvSpec, conv_output_length, parse_conv_layers
 
 ENCODER_LAYERS = (
@@ -52,9 +53,9 @@ class VqWav2VecConfig:
       try:
         parse_conv_layers(getattr(self, name))
       except ValueError as e:
-        raise ValueError(str(e).replace("model.conv_layers", f"model.{name}")) from None
+        raise ConfigError(str(e).replace("model.conv_layers", f"model.{name}")) from None
     if any(stride != 1 for _, _, stride in self.aggregator_spec):
-      raise ValueError(f"model.aggregator_layers: strides must be 1, got {self.aggregator_layers}")
+      raise ConfigError(f"model.aggregator_layers: strides must be 1, got {self.aggregator_layers}")
     checks = (
         (
             self.activation in ("gelu", "relu"),
@@ -98,7 +99,7 @@ class VqWav2VecConfig:
     )
     for ok, message in checks:
       if not ok:
-        raise ValueError(message)
+        raise ConfigError(message)
 
   @property
   def conv_spec(self) -> ConvSpec:
@@ -150,7 +151,7 @@ class VqWav2VecConfig:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-      raise ValueError(f"model: unknown field(s) {unknown}; known fields: {sorted(known)}")
+      raise ConfigError(f"model: unknown field(s) {unknown}; known fields: {sorted(known)}")
     return cls(**dict(values))
 
   def to_dict(self) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 
-from jaxdisco.models.config import ModelConfig, valid_frame_lengths
+from jaxdisco.models.config import ModelConfig, conv_output_length, valid_frame_lengths
 from jaxdisco.models.wav2vec2 import Wav2Vec2ForPretraining
 from jaxdisco.objectives.contrastive import contrastive_logits, wav2vec2_loss
 from jaxdisco.objectives.masking import mask_spans
@@ -18,25 +18,30 @@ Array = jax.Array
 
 
 def draw_masks_and_negatives(
-    key: Array, batch: Mapping[str, Array], model_config: ModelConfig, objective
+    key: Array, padding_mask: Array, conv_spec, objective
 ) -> dict[str, Array]:
   """Span mask [batch, frames] and negative indices [batch, frames, K], fixed shapes.
 
-  Can run inside the jitted step (default) or in the input pipeline (the reference's TPU
-  recipe); the loss accepts them as inputs either way.
+  padding_mask: [batch, samples] bool, True = padding; conv_spec: the conv encoder's
+  ((channels, kernel, stride), ...); objective: the config's objective block or a
+  `data.span_masks.MaskingSpec` (mask_prob, mask_length, min_masks, require_same_masks,
+  num_negatives (0: masks only), cross_sample_negatives). The one implementation of the draw:
+  the loss calls it inside the jitted step (default), the input pipeline on the host (the
+  reference's TPU recipe); the loss accepts the result as inputs either way.
   """
   mask_key, neg_key, cross_key = jax.random.split(key, 3)
-  num_frames = model_config.num_frames(batch["waveform"].shape[-1])
   mask = mask_spans(
       mask_key,
-      valid_frame_lengths(batch["padding_mask"], model_config.conv_spec),
-      num_frames,
+      valid_frame_lengths(padding_mask, conv_spec),
+      int(conv_output_length(padding_mask.shape[-1], conv_spec)),
       mask_prob=objective.mask_prob,
       mask_length=objective.mask_length,
       min_masks=objective.min_masks,
       require_same_masks=objective.require_same_masks,
   )
-  out = {"mask": mask, "negatives": sample_negatives(neg_key, mask, objective.num_negatives)}
+  out = {"mask": mask}
+  if objective.num_negatives:
+    out["negatives"] = sample_negatives(neg_key, mask, objective.num_negatives)
   if objective.cross_sample_negatives:
     out["cross_negatives"] = sample_cross_negatives(
         cross_key, mask, objective.cross_sample_negatives
@@ -59,7 +64,12 @@ def pretraining_loss(
   model = Wav2Vec2ForPretraining(model_config)
   draw_key, gumbel_key, dropout_key = jax.random.split(key, 3)
   if "mask" not in batch:
-    batch = {**batch, **draw_masks_and_negatives(draw_key, batch, model_config, objective)}
+    batch = {
+        **batch,
+        **draw_masks_and_negatives(
+            draw_key, batch["padding_mask"], model_config.conv_spec, objective
+        ),
+    }
   start, end, decay = objective.gumbel_temperature
   temperature = gumbel_temperature(step, start, end, decay)
   out = model.apply(

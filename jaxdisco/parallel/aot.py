@@ -53,11 +53,12 @@ def lower_train_step(
   batch-parallel device (per micro-batch) at the config's crop length.
   """
   amesh = mesh_lib.abstract_mesh(config.parallel, num_devices)
-  batch_size = mesh_lib.batch_parallelism(amesh) * per_device_batch * config.train.grad_accum_steps
+  rules = rules_lib.rules_from_config(config.parallel)
+  batch_ways = mesh_lib.batch_parallelism(amesh, rules)
+  batch_size = batch_ways * per_device_batch * config.train.grad_accum_steps
   config = config.copy_and_resolve_references()
   config.data.batch_size = batch_size  # The config's own batch need not divide a pod's mesh.
   model_config = check_pretrain_config(config, num_devices)
-  rules = rules_lib.rules_from_config(config.parallel)
   optimizer = make_optimizer(config.optim, config.train.num_steps)
   schedule = learning_rate_schedule(config.optim, config.train.num_steps)
   crop = config.data.crop_samples

@@ -13,8 +13,10 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding
 
+from jaxdisco.errors import UserError
 
-class ReplicationError(ValueError):
+
+class ReplicationError(UserError, ValueError):
   pass
 
 

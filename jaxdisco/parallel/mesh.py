@@ -21,12 +21,13 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import AbstractMesh, AxisType, Mesh
 
+from jaxdisco.errors import UserError
+from jaxdisco.parallel.rules import batch_mesh_axes
+
 MESH_AXES = ("data", "fsdp", "tensor")
-# Mesh axes the batch dimension is split over (tensor-parallel ranks see the same rows).
-BATCH_AXES = ("data", "fsdp")
 
 
-class MeshError(ValueError):
+class MeshError(UserError, ValueError):
   pass
 
 
@@ -102,6 +103,7 @@ def abstract_mesh(parallel, num_devices: int) -> AbstractMesh:
   return AbstractMesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
-def batch_parallelism(mesh) -> int:
-  """How many ways the batch is split (the product of the batch axes' sizes)."""
-  return math.prod(mesh.shape[a] for a in BATCH_AXES)
+def batch_parallelism(mesh, rules) -> int:
+  """How many ways the batch is split: the product of the sizes of the mesh axes that the
+  rules table's 'batch' rule names."""
+  return math.prod(mesh.shape[a] for a in batch_mesh_axes(rules) if a in mesh.shape)

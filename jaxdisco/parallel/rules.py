@@ -99,6 +99,19 @@ def tree_shardings(abstract_boxed, mesh, rules: Rules):
   )
 
 
+def batch_mesh_axes(rules: Rules) -> tuple[str, ...]:
+  """The mesh axes the batch dimension is split over: the table's 'batch' rule, the one place
+  that says so (the config checks, the trainer's batch sharding and per-host input read it)."""
+  for logical, mesh_axes in rules:
+    if logical == "batch":
+      if mesh_axes is None:
+        return ()
+      return (mesh_axes,) if isinstance(mesh_axes, str) else tuple(mesh_axes)
+  return ()
+
+
 def batch_sharding(mesh, rules: Rules) -> NamedSharding:
-  """Leading (batch) dimension split like the logical 'batch' axis."""
-  return NamedSharding(mesh, nn.logical_to_mesh_axes(("batch",), rules))
+  """Leading (batch) dimension split like the logical 'batch' axis (over those of its mesh
+  axes that `mesh` has)."""
+  axes = tuple(a for a in batch_mesh_axes(rules) if a in mesh.axis_names)
+  return NamedSharding(mesh, PartitionSpec(axes or None))

@@ -9,22 +9,23 @@ Layout of a workdir:
 from __future__ import annotations
 
 import json
+import logging
 import os
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import grain
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
-from jaxdisco.models.config import ModelConfig, without_compute_only
+from jaxdisco.errors import CheckpointError, MissingFileError
+from jaxdisco.train import config_compat
+from jaxdisco.train import methods
 
-# Config blocks that decide the shapes and meaning of saved parameters: a checkpoint written
-# under different values cannot be resumed (a different learning rate can).
-_COMPATIBILITY_BLOCKS = ("model",)
+log = logging.getLogger("jaxdisco")
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(CheckpointError):
   pass
 
 
@@ -55,7 +56,8 @@ def save(
     *,
     force: bool = False,
 ) -> bool:
-  meta = {"step": int(step), "config": config_dict}
+  method = config_dict.get("method", "wav2vec2")
+  meta = {"step": int(step), "method": method, "config": config_dict}
   return manager.save(
       int(step),
       args=ocp.args.Composite(
@@ -68,21 +70,21 @@ def save(
 
 
 def check_compatible(saved_config: dict, config_dict: dict, where: str) -> None:
-  """Raises CheckpointMismatchError naming every field whose value differs."""
-  diffs = []
-  for block in _COMPATIBILITY_BLOCKS:
-    saved = without_compute_only(saved_config.get(block, {}))
-    current = without_compute_only(config_dict.get(block, {}))
-    for field in sorted(set(saved) | set(current)):
-      if saved.get(field, "<absent>") != current.get(field, "<absent>"):
-        diffs.append(
-            f"{block}.{field}: checkpoint has {saved.get(field, '<absent>')!r}, "
-            f"config has {current.get(field, '<absent>')!r}"
-        )
+  """Raises CheckpointMismatchError naming every field whose value differs among those that
+  decide the saved parameters: the method, `model` and the method's `param_fields` (a different
+  learning rate can resume). A field absent from either config stands for its default."""
+  method = methods.get_method(config_dict.get("method", "wav2vec2"))
+  diffs = config_compat.differences(
+      config_compat.parameter_config(saved_config, method),
+      config_compat.parameter_config(config_dict, method),
+      config_compat.schema_defaults(method),
+  )
   if diffs:
     raise CheckpointMismatchError(
         f"{where} was written by an incompatible config; mismatched fields:\n  "
-        + "\n  ".join(diffs)
+        + "\n  ".join(
+            f"{d.path}: checkpoint has {d.saved!r}, config has {d.current!r}" for d in diffs
+        )
         + "\nUse a fresh --workdir, or match these config values."
     )
 
@@ -124,32 +126,53 @@ def find_checkpoint(path: epath.Path) -> tuple[epath.Path, dict]:
       step_dir = candidate / str(steps[0])
       break
   else:
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"{path}: no jaxdisco checkpoint found (expected a workdir with "
         "checkpoints/<step>/ or a checkpoint step directory)"
     )
   meta_file = next(iter((step_dir / "meta").glob("*")), None)
   if meta_file is None:
-    raise FileNotFoundError(f"{step_dir}: checkpoint has no meta item")
+    raise MissingFileError(f"{step_dir}: checkpoint has no meta item")
   return step_dir, json.loads(meta_file.read_text())
 
 
-def load_pretrained_params(path) -> tuple[ModelConfig, dict, int]:
-  """Params of a training checkpoint for inference, on the default device.
+class LoadedCheckpoint(NamedTuple):
+  """A training checkpoint's parameters for inference."""
 
-  Returns (ModelConfig, or VqWav2VecConfig for a vq-wav2vec run; {'params': ...} in the
-  pretraining layout; step).
-  """
+  method: str  # "wav2vec2", "hubert", "vq_wav2vec" (a `train.methods` name).
+  config: Any  # The method's typed model config (ModelConfig, VqWav2VecConfig).
+  params: dict  # {'params': ...} in the pretraining layout.
+  step: int
+
+
+def checkpoint_method(meta: dict, param_names) -> str:
+  """The method a checkpoint was trained with: recorded in its meta since checkpoints record
+  it; for older ones, inferred from its top-level parameter names (and said so in the log)."""
+  if "method" in meta:
+    return meta["method"]
+  inferred = methods.infer_method(param_names)
+  configured = meta.get("config", {}).get("method", inferred)
+  if configured != inferred:
+    raise CheckpointMismatchError(
+        f"checkpoint config says method {configured!r} but its parameters "
+        f"{sorted(param_names)} are those of {inferred!r}"
+    )
+  log.warning(
+      "checkpoint written before checkpoints recorded their method: method %r inferred from "
+      "its parameters %s",
+      inferred,
+      sorted(param_names),
+  )
+  return inferred
+
+
+def load_pretrained_params(path) -> LoadedCheckpoint:
+  """Params of a training checkpoint (a workdir, its checkpoints/ dir or one step dir) for
+  inference, on the default device, with the method that trained them."""
   path = str(path)
   if "://" not in path:
     path = os.path.abspath(path)  # Orbax misreads relative paths.
   step_dir, meta = find_checkpoint(epath.Path(path))
-  if meta["config"].get("method") == "vq_wav2vec":
-    from jaxdisco.models.vq_wav2vec_config import VqWav2VecConfig
-
-    config = VqWav2VecConfig.from_dict(meta["config"]["model"])
-  else:
-    config = ModelConfig.from_dict(meta["config"]["model"])
   # Restore every array whole onto the default device, whatever mesh wrote it (a checkpoint
   # from 256 TPU chips loads on one CPU).
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
@@ -157,6 +180,7 @@ def load_pretrained_params(path) -> tuple[ModelConfig, dict, int]:
     tree = checkpointer.metadata(step_dir / "state")
     tree = getattr(tree, "item_metadata", tree)
     tree = getattr(tree, "tree", tree)
+    method = methods.get_method(checkpoint_method(meta, set(tree["params"]["params"])))
     target = jax.tree.map(
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree["params"]
     )
@@ -168,4 +192,5 @@ def load_pretrained_params(path) -> tuple[ModelConfig, dict, int]:
             restore_args={"params": ocp.checkpoint_utils.construct_restore_args(target)},
         ),
     )
-  return config, restored["params"], int(meta["step"])
+  config = method.model_config_type.from_dict(meta["config"]["model"])
+  return LoadedCheckpoint(method.name, config, restored["params"], int(meta["step"]))

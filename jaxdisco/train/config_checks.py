@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
+from jaxdisco.errors import ConfigError  # Re-exported: callers import it from here too.
 from jaxdisco.models.config import ModelConfig
-
-
-class ConfigError(ValueError):
-  pass
 
 
 def _require(condition: bool, message: str) -> None:
@@ -121,6 +120,7 @@ def _check_parallel(config, num_devices: int | None) -> None:
   axes; the input shards split evenly over the processes."""
   import jax  # Local: config checks stay importable without touching devices.
   from jaxdisco.parallel import mesh as mesh_lib
+  from jaxdisco.parallel import rules as rules_lib
 
   data, train = config.data, config.train
   if num_devices is None:
@@ -132,14 +132,16 @@ def _check_parallel(config, num_devices: int | None) -> None:
     ici, dcn = mesh_lib.mesh_shapes(config.parallel, num_devices, slices)
   except mesh_lib.MeshError as e:
     raise ConfigError(str(e)) from None
-  batch_ways = ici[0] * ici[1] * dcn[0] * dcn[1]
+  sizes = {axis: i * d for axis, i, d in zip(mesh_lib.MESH_AXES, ici, dcn)}
+  batch_axes = rules_lib.batch_mesh_axes(rules_lib.rules_from_config(config.parallel))
+  batch_ways = math.prod(sizes[a] for a in batch_axes)
   accum = train.grad_accum_steps
   _require(accum >= 1, f"train.grad_accum_steps: expected >= 1, got {accum}")
   _require(
       data.batch_size % (batch_ways * accum) == 0,
       f"data.batch_size ({data.batch_size}) must be a multiple of train.grad_accum_steps "
-      f"({accum}) x the devices the batch is split over (data x fsdp = {batch_ways} of "
-      f"{num_devices} devices): each micro-batch is split evenly over them",
+      f"({accum}) x the devices the batch is split over ({' x '.join(batch_axes) or 'none'} "
+      f"= {batch_ways} of {num_devices} devices): each micro-batch is split evenly over them",
   )
   shards = data.input_shards or jax.process_count()
   _require(

@@ -54,6 +54,9 @@ from jaxdisco.evaluation import bootstrap
 from jaxdisco.evaluation import units as units_lib
 from jaxdisco.evaluation import units_table
 from jaxdisco.models.config import without_compute_only
+from jaxdisco.models.hidden_states import DEFAULT_HIDDEN_STATES_CONVENTION
+from jaxdisco.train import config_compat
+from jaxdisco.train import methods
 from jaxdisco.train.config_checks import ConfigError, check_pretrain_config
 from jaxdisco.train.hubert_defaults import hubert_loop_defaults
 
@@ -238,7 +241,7 @@ def _cluster(config, features_dir: epath.Path, k: int, frame_rate: float, meta, 
       seed=loop.kmeans_seed,
   )
   _progress(f"k-means K={k} on {x.shape[0]} frames x {x.shape[1]}")
-  result = kmeans_lib.fit_kmeans(x, settings)
+  result = kmeans_lib.fit_kmeans(x, settings, progress=_progress)
   kmeans_lib.save_centroids(
       out / "centroids",
       result.centroids,
@@ -300,7 +303,12 @@ def _stages(config, workdir: epath.Path) -> list[Stage]:
       for f in ("kmeans_fraction", "kmeans_batch_size", "kmeans_n_init", "kmeans_max_iter")
   } | {"kmeans_seed": loop.kmeans_seed}
   align = {"train_alignments": loop.train_alignments, "valid_alignments": loop.valid_alignments}
-  layer_meta = {"layer": int(loop.layer), "layer_output": "hidden_states[layer]"}
+  layer_meta = {
+      "layer": int(loop.layer),
+      "layer_output": "hidden_states[layer]",
+      # The features stage dumps in the default convention; export-tokenizer reads this.
+      "hidden_states_convention": DEFAULT_HIDDEN_STATES_CONVENTION,
+  }
   train_inputs = lambda i: {
       "steps": int(loop.steps[i]),
       **{b: config[b].to_dict() for b in ("objective", "optim", "data")},
@@ -368,21 +376,23 @@ def _stages(config, workdir: epath.Path) -> list[Stage]:
   return stages
 
 
-def _check_marker(stage: Stage, marker: epath.Path) -> dict:
+def _marker_defaults(config) -> dict:
+  """What an input absent from an older marker stands for: the method's schema defaults
+  (config blocks) and the loop's own fields by name (the k-means stages record them so)."""
+  defaults = config_compat.schema_defaults(methods.get_method(config.method))
+  loop = defaults.get("loop", {})
+  return {**{f: v for f, v in loop.items() if f not in defaults}, **defaults}
+
+
+def _check_marker(stage: Stage, marker: epath.Path, defaults: dict) -> dict:
   record = json.loads(marker.read_text())
-  saved = json.loads(json.dumps(record["inputs"]))
-  if "model" in saved:  # Markers written while compute-only fields were recorded.
-    saved["model"] = without_compute_only(saved["model"])
-  current = json.loads(json.dumps(stage.inputs))  # Tuples -> lists, as stored.
-  diffs = [
-      f"{key}: done with {saved.get(key, '<absent>')!r}, config has {current.get(key)!r}"
-      for key in sorted(set(saved) | set(current))
-      if saved.get(key, "<absent>") != current.get(key, "<absent>")
-  ]
+  diffs = config_compat.differences(record["inputs"], stage.inputs, defaults)
   if diffs:
     raise ConfigError(
         f"{marker}: stage '{stage.name}' was completed with other settings:\n  "
-        + "\n  ".join(d[:300] for d in diffs)
+        + "\n  ".join(
+            f"{d.path}: done with {d.saved!r}, config has {d.current!r}"[:300] for d in diffs
+        )
         + f"\nUse a fresh --workdir, or delete {marker.parent} (and the stages after it)."
     )
   return record["summary"]
@@ -449,13 +459,14 @@ def run_hubert_loop(config, workdir, *, stop_after_stage: Optional[int] = None) 
     workdir = epath.Path(os.path.abspath(workdir))
   workdir.mkdir(parents=True, exist_ok=True)
   stages = _stages(config, workdir)
+  marker_defaults = _marker_defaults(config)
   summaries, stopped = {}, None
   for number, stage in enumerate(stages, start=1):
     out = workdir / stage.name
     marker = out / MARKER
     head = f"[stage {number}/{len(stages)}] {stage.title}"
     if marker.exists():
-      summaries[stage.name] = _check_marker(stage, marker)
+      summaries[stage.name] = _check_marker(stage, marker, marker_defaults)
       print(f"{head}: done earlier ({marker}), skipped", flush=True)
     else:
       print(f"{head} ...", flush=True)

@@ -11,6 +11,8 @@ from typing import Mapping
 import numpy as np
 from etils import epath
 
+from jaxdisco.progress import format_seconds
+
 log = logging.getLogger("jaxdisco")
 
 
@@ -76,14 +78,5 @@ class Progress:
       if key in metrics:
         parts.append(f"{label} {_to_float(metrics[key]):.3f}")
     parts.append(f"{rate:.2f} steps/s")
-    parts.append(f"ETA {_format_seconds(eta)}")
+    parts.append(f"ETA {format_seconds(eta)}")
     return " | ".join(parts), rate
-
-
-def _format_seconds(seconds: float) -> str:
-  if not math.isfinite(seconds):
-    return "?"
-  seconds = int(round(seconds))
-  hours, rest = divmod(seconds, 3600)
-  minutes, secs = divmod(rest, 60)
-  return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
