@@ -53,7 +53,8 @@ def _load(name):
   from ml_collections import config_flags
 
   path = REPO / "configs" / f"{name}.py"
-  return config_flags.config_flags._LoadConfigModule(name, str(path)).get_config()  # pylint: disable=protected-access
+  loader = config_flags.config_flags._LoadConfigModule  # pylint: disable=protected-access
+  return loader(name, str(path)).get_config()
 
 
 def write_manifest(out: pathlib.Path) -> pathlib.Path:
@@ -63,7 +64,8 @@ def write_manifest(out: pathlib.Path) -> pathlib.Path:
   corpus = demo_corpus_dir()
   lines = (corpus / "train.tsv").read_text().splitlines()
   path = out / "train.tsv"
-  path.write_text("\n".join([str(corpus / lines[0].strip())] + lines[1 : NUM_UTTERANCES + 1]) + "\n")
+  root = str(corpus / lines[0].strip())
+  path.write_text("\n".join([root] + lines[1 : NUM_UTTERANCES + 1]) + "\n")
   return path
 
 

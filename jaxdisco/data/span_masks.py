@@ -1,10 +1,10 @@
 """Span masks and negative indices drawn on the host, in the input pipeline.
 
 The reference's TPU recipe computes masks in the data loader so the device program has no
-host-side randomness and no data-dependent shapes. This runs the very function the jitted wav2vec 2.0
-loss draws with (`jaxdisco.objectives.wav2vec2.draw_masks_and_negatives`) on the host CPU, keyed
-by a seed drawn from the pipeline's numpy generator, so both paths share one implementation
-and one set of semantics.
+host-side randomness and no data-dependent shapes. This runs the very function the jitted
+wav2vec 2.0 loss draws with (`jaxdisco.objectives.wav2vec2.draw_masks_and_negatives`) on the host
+CPU, keyed by a seed drawn from the pipeline's numpy generator, so both paths share one
+implementation and one set of semantics.
 
 One difference in scope: inside the jitted step `require_same_masks` equalises mask counts over
 the global batch; here over each process's local batch. The loss weights frames by `mask`, so
