@@ -15,7 +15,10 @@ What differs from HuBERT BASE, and why:
   * Unmasked frames weigh as much as masked ones (objective.unmasked_weight = 1; the reference:
     0). With masked frames only, a model this small on 6 minutes of audio stays at the label
     prior for hundreds of steps (masked accuracy ~0.11, the commonest cluster's share) and its
-    layer-2 k-means scores PNMI 0.14 against 0.42 for MFCC k-means.
+    layer-2 k-means scores PNMI 0.14 against 0.42 for MFCC k-means. With both weights
+    positive the loss is divided by masked + unmasked frames, as fairseq's criterion counts its
+    sample size (since 2026-12; it was divided by masked frames only when the figures below
+    were measured: a per-batch rescaling that Adam mostly absorbs, untested on the full run).
   * lr 1e-3 with 50 warm-up steps, 1 s crops, batch 8, 3000 + 4500 steps.
 Unit quality of a full run (K = 50, layer 2; train / valid PNMI): MFCC 0.430 / 0.464, iteration 1
 0.466 / 0.494, iteration 2 0.476 / 0.504: each stage beats the one before on both splits beyond

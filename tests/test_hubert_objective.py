@@ -77,6 +77,7 @@ def test_untied_heads_per_label_set():
   params = nn.meta.unbox(variables)
   assert params["params"]["label_embeddings"].shape == (12, 8)
   assert params["params"]["final_proj"]["kernel"].shape == (16, 16)
-  out = model.apply(params, wav, None, jnp.zeros((2, frames), bool))
+  # Under jit too: the split points of the label embeddings must be static.
+  out = jax.jit(model.apply)(params, wav, None, jnp.zeros((2, frames), bool))
   assert [p.shape for p in out.projections] == [(2, frames, 8)] * 2
   assert [e.shape for e in out.label_embeddings] == [(5, 8), (7, 8)]

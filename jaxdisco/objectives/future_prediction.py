@@ -7,7 +7,10 @@ cross-entropy: the positive labelled 1, every distractor 0, each with weight 1 (
 the utterance; the returned loss is divided by the number of such pairs, which is how the
 reference normalises (`sample_size` = number of positives). Distractors of target frame u are
 frames of the same utterance other than u, drawn once per target frame and shared by every step
-that predicts u, as in the reference.
+that predicts u, as the reference means to draw them. (Its `sample_negatives` shifts each draw
+past the frame it was drawn for, then reshapes the draws in another order, so a distractor of u
+is uniform over all frames, u itself included with probability ~1/frames:
+tests/test_fairseq_parity.py measures it.)
 
 With `infonce` (the reference's `--infonce`, which its wav2vec 1.0 model and criterion support)
 each pair's loss is the cross-entropy of picking the positive among the 1 + K candidates

@@ -60,13 +60,14 @@ def cosine_logits(projection: Array, embeddings: Array, temperature: float) -> A
 
 
 class HubertLossTerms(NamedTuple):
-  loss: Array  # total / number of masked frames
+  loss: Array  # total / sample_size
   masked_loss: Array  # summed cross-entropy over masked frames (all label sets)
   unmasked_loss: Array
   feature_penalty: Array
   num_masked: Array
   masked_accuracy: Array
   unmasked_accuracy: Array
+  sample_size: Array  # frames the loss is normalised by (see `hubert_loss`)
 
 
 def hubert_loss(
@@ -82,8 +83,10 @@ def hubert_loss(
 ) -> HubertLossTerms:
   """logits: [sets, batch, frames, classes]; labels: [sets, batch, frames] int.
 
-  Sample size is the number of masked (valid) frames, as in the reference when the masked
-  weight is positive; the feature penalty is added as weight * penalty * sample size.
+  Sample size as the reference's criterion counts it: the masked (valid) frames if the masked
+  weight is positive, plus the unmasked valid frames if the unmasked weight is positive (both
+  for a config that weighs both); the feature penalty is added as weight * penalty * sample
+  size, and the loss is the total divided by the sample size.
   """
   logits = logits.astype(jnp.float32)
   nll = jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, labels[..., None], -1)[..., 0]
@@ -92,7 +95,10 @@ def hubert_loss(
   unmasked = (~mask & frame_valid).astype(jnp.float32)
   masked_sum, unmasked_sum = jnp.sum(nll * masked), jnp.sum(nll * unmasked)
   n_masked = masked.sum()
-  sample_size = jnp.maximum(n_masked if masked_weight > 0 else unmasked.sum(), 1.0)
+  counted = (n_masked if masked_weight > 0 else 0.0) + (
+      unmasked.sum() if unmasked_weight > 0 else 0.0
+  )
+  sample_size = jnp.maximum(counted, 1.0)
   total = (
       masked_weight * masked_sum
       + unmasked_weight * unmasked_sum
@@ -107,6 +113,7 @@ def hubert_loss(
       n_masked,
       jnp.sum(correct * masked) / jnp.maximum(n_masked * sets, 1.0),
       jnp.sum(correct * unmasked) / jnp.maximum(unmasked.sum() * sets, 1.0),
+      sample_size,
   )
 
 
@@ -170,6 +177,8 @@ def pretraining_loss(
       "feature_penalty": terms.feature_penalty,
       "accuracy": terms.masked_accuracy,
       "unmasked_accuracy": terms.unmasked_accuracy,
-      "masked_frames": terms.num_masked,
+      # The trainer's weight for micro-batches and eval batches: the loss's sample size (the
+      # masked frames, plus the unmasked ones when they are weighted too).
+      "masked_frames": terms.sample_size,
   }
   return terms.loss, metrics

@@ -46,8 +46,14 @@ def nearest_codes(z: Array, codebook: Array) -> Array:
 
 
 def straight_through(z_e: Array, z_q: Array) -> Array:
-  """Forward value z_q, gradient passed to z_e unchanged."""
-  return z_e + jax.lax.stop_gradient(z_q - z_e)
+  """Forward value exactly z_q, gradient passed to z_e unchanged (none to z_q).
+
+  Written as sg(z_q) + (z_e - sg(z_e)), the reference's form: z_e + sg(z_q - z_e) rounds, so two
+  frames with the same code got targets a few ulps apart, their logits no longer tied, and the
+  accuracy count (where a distractor with the positive's code ties) differed from the
+  reference's (tests/test_fairseq_parity.py).
+  """
+  return jax.lax.stop_gradient(z_q) + (z_e - jax.lax.stop_gradient(z_e))
 
 
 def kmeans_vq_loss(z_e: Array, z_q: Array, weights: Optional[Array] = None) -> tuple[Array, Array]:
