@@ -1,4 +1,4 @@
-r"""The whole HuBERT loop at demo size on the shipped corpus: ~28 min on 2 CPU cores.
+r"""The whole HuBERT loop at demo size on the shipped corpus: 18 to 28 min on 2 CPU cores.
 
   jaxdisco hubert-iterate --config configs/hubert_demo.py --workdir hubert-demo
 
@@ -17,12 +17,11 @@ What differs from HuBERT BASE, and why:
     prior for hundreds of steps (masked accuracy ~0.11, the commonest cluster's share) and its
     layer-2 k-means scores PNMI 0.14 against 0.42 for MFCC k-means. With both weights
     positive the loss is divided by masked + unmasked frames, as fairseq's criterion counts its
-    sample size (since 2026-12; it was divided by masked frames only when the figures below
-    were measured: a per-batch rescaling that Adam mostly absorbs, untested on the full run).
+    sample size.
   * lr 1e-3 with 50 warm-up steps, 1 s crops, batch 8, 3000 + 4500 steps.
-Unit quality of a full run (K = 50, layer 2; train / valid PNMI): MFCC 0.430 / 0.464, iteration 1
-0.466 / 0.494, iteration 2 0.476 / 0.504: each stage beats the one before on both splits beyond
-its bootstrap spread (README.md, "HuBERT", has the table).
+Unit quality of a full run (K = 50, layer 2; train / valid PNMI; 18 min, 2026-12-02): MFCC
+0.430 / 0.464, iteration 1 0.458 / 0.489, iteration 2 0.468 / 0.500: each stage beats the one
+before on both splits beyond its bootstrap spread (README.md, "HuBERT", has the table).
 """
 
 from jaxdisco.assets import demo_corpus_dir
