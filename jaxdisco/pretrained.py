@@ -130,13 +130,22 @@ def _run(config: ModelConfig, run_layers: int, backbone_params, wav, padding_mas
 
 def load_pretrained(path: str | os.PathLike) -> Pretrained:
   """Loads a Hugging Face checkpoint directory (config.json with a `model_type`, plus
-  model.safetensors or pytorch_model.bin) or a jaxdisco training workdir / checkpoint."""
+  model.safetensors or pytorch_model.bin), a jaxdisco training workdir / checkpoint, or a
+  fairseq `.pt` file (wav2vec 2.0 / XLS-R, HuBERT, vq-wav2vec; read without running code from
+  it, options jaxdisco cannot represent refused by name: `jaxdisco.export.fairseq_checkpoint`)."""
   path = os.fspath(path)
   if _is_hf_directory(path):
     from jaxdisco.export.huggingface import load_hf_checkpoint
 
     cfg, params, model_type = load_hf_checkpoint(path)
     return Pretrained(cfg, params, model_type)
+  from jaxdisco.export.fairseq_checkpoint import is_fairseq_checkpoint, load_fairseq_checkpoint
+
+  if is_fairseq_checkpoint(path):
+    from jaxdisco.train.methods import get_method
+
+    model = load_fairseq_checkpoint(path)
+    return Pretrained(model.config, model.params, get_method(model.method).model_type)
   if not os.path.exists(path):
     raise MissingFileError(f"load_pretrained: {path!r} does not exist")
   try:

@@ -1,12 +1,12 @@
 """`jaxdisco export-tokenizer --workdir DIR --out DIR [--layer L --centroids PATH]
 [--units kmeans|codebook|vq_wav2vec] [--export-lengths 16000,32000,...]`: writes a frozen tokenizer
-directory (see `jaxdisco.export.tokenizer`). `--workdir` is a training workdir / checkpoint or a
-Hugging Face directory."""
+directory (see `jaxdisco.export.tokenizer`). `--workdir` is a training workdir / checkpoint, a
+Hugging Face directory or a fairseq `.pt` checkpoint."""
 
 from absl import app, flags
 
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Training workdir, checkpoint step dir, or Hugging Face directory."
+    "workdir", None, "Training workdir, checkpoint step dir, Hugging Face directory or fairseq .pt."
 )
 _OUT = flags.DEFINE_string("out", None, "Tokenizer directory to write.")
 _LAYER = flags.DEFINE_integer("layer", None, "hidden_states index of the units (kmeans).")

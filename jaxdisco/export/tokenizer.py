@@ -119,6 +119,17 @@ def _source_info(source) -> tuple[object, Optional[int], bool, str]:
   if isinstance(source, Pretrained):
     return source, None, False, "in-memory Pretrained"
   path = os.fspath(source)
+  from jaxdisco.export.fairseq_checkpoint import is_fairseq_checkpoint, load_fairseq_checkpoint
+
+  if not _is_hf_directory(path) and is_fairseq_checkpoint(path):
+    # A fairseq .pt keeps normalization in its task config (task.normalize), the step as
+    # num_updates; read once here rather than again through load_pretrained.
+    from jaxdisco.train.methods import get_method
+
+    model = load_fairseq_checkpoint(path)
+    pretrained = Pretrained(model.config, model.params, get_method(model.method).model_type)
+    normalize = bool(model.run_fields.get("data.normalize", False))
+    return pretrained, model.step, normalize, f"fairseq:{os.path.abspath(path)}"
   pretrained = load_pretrained(path)
   if _is_hf_directory(path):
     # HF keeps input normalization in the feature extractor's preprocessor_config.json.

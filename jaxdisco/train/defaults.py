@@ -67,6 +67,11 @@ def wav2vec2_defaults() -> ml_collections.ConfigDict:
   # Rematerialisation of each Transformer layer in the backward pass: "none", "full" (save
   # nothing, recompute everything) or "dots_saveable" (keep matmul outputs).
   c.train.remat = "none"
+  # Continued pretraining: start from these weights (a jaxdisco workdir or checkpoint, a Hugging
+  # Face directory, a fairseq .pt) with a fresh optimizer at step 0; "" starts from scratch. The
+  # source must match the run's method and model.*; HuBERT label embeddings of another K are
+  # re-initialised. A workdir with a checkpoint resumes from it instead (train/init_from.py).
+  c.train.init_from = ""
 
   # Device mesh (see jaxdisco/parallel/mesh.py): sizes of the (data, fsdp, tensor) axes within a
   # slice, one of them -1 = fill; dcn_* split the same axes across slices of a multi-slice job.

@@ -30,6 +30,7 @@ from jaxdisco.parallel import layout as layout_lib
 from jaxdisco.parallel import mesh as mesh_lib
 from jaxdisco.parallel import rules as rules_lib
 from jaxdisco.train import checkpoint as ckpt
+from jaxdisco.train import init_from as init_from_lib
 from jaxdisco.train import methods
 from jaxdisco.train.config_checks import check_pretrain_config
 from jaxdisco.train.metrics import MetricsWriter, Progress
@@ -247,12 +248,17 @@ def train_and_evaluate(config, workdir, *, stop_after: int | None = None) -> dic
   )
   restored = ckpt.restore_latest(manager, abstract_state, iterator, config_dict)
   start = 0
+  init_from = train.get("init_from", "")
   if restored is not None:
     state, start = restored
     _log(f"Resumed from {ckpt.checkpoint_dir(workdir) / str(start)} (step {start})")
+    if init_from:
+      _log(f"train.init_from={init_from} not used: the workdir's checkpoint takes precedence")
   else:
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
       state = create_state()
+    if init_from:
+      state = init_from_lib.initialize_from(init_from, state, method, model_config, say=_log)
 
   loss_fn = method.loss_fn(model_config, config)
   train_step = jax.jit(
