@@ -11,7 +11,8 @@ here) and returns `{'params': {...}}` for the jaxdisco module of `method`:
   * "vq_wav2vec": `VqWav2Vec` (VqWav2VecConfig; gumbel or k-means quantizer).
 
 Every entry is a relabelling plus a transposition, listed once in the key tables
-(`_backbone_entries`, `_wav2vec2_heads`, `_hubert_heads`, `_vq_wav2vec_entries`):
+(`_backbone_entries`, `_wav2vec2_heads`, `_hubert_heads`, `_vq_wav2vec_entries`; the array
+layouts are `torch_layout`'s, shared with the Hugging Face importer):
   * torch Conv1d weight [out, in, taps]      -> kernel [taps, in, out];
   * torch Linear weight [out, in]            -> Dense kernel [in, out];
   * positional conv weight_g [1, 1, taps]    -> weight_g [taps] (weight_norm(dim=2));
@@ -35,21 +36,20 @@ from typing import Any, Iterator, Mapping, NamedTuple
 
 import numpy as np
 
+from jaxdisco.export.torch_layout import as_numpy, set_path, to_jaxdisco, weight_norm_aliases
+
 METHODS = ("wav2vec2", "hubert", "vq_wav2vec")
 
 # Weight-norm parameters as torch.nn.utils.weight_norm names them, and as the
 # `parametrizations` API (torch >= 2.1 modules) does; both are accepted.
 _POS_CONV = "encoder.pos_conv.0."
-_WEIGHT_NORM_ALIASES = {
-    _POS_CONV + "parametrizations.weight.original0": _POS_CONV + "weight_g",
-    _POS_CONV + "parametrizations.weight.original1": _POS_CONV + "weight_v",
-}
+_WEIGHT_NORM_ALIASES = weight_norm_aliases(_POS_CONV)
 
 
 class _Entry(NamedTuple):
   key: str  # fairseq state-dict key
   path: tuple[str, ...]  # inside params['params']
-  kind: str  # how the array is rearranged, see `_to_ours`
+  kind: str  # how the array is rearranged: a `torch_layout.to_jaxdisco` kind
   shape: tuple[int, ...]  # fairseq shape
   head: str | None  # None: required; else the optional head it belongs to
 
@@ -86,18 +86,18 @@ def params_from_fairseq_state_dict(
       continue
     used.add(e.key)
     original, value = flat[e.key]
-    x = _as_numpy(value)
+    x = as_numpy(value)
     if tuple(x.shape) != e.shape:
       bad_shapes.append(f"{original}: expected {e.shape}, found {tuple(x.shape)}")
       continue
     if e.head:
       head_found.setdefault(e.head, []).append(e.key)
-    _set(params, e.path, _to_ours(x, e.kind))
+    set_path(params, e.path, to_jaxdisco(x, e.kind))
   if method != "vq_wav2vec" and "post_extract_proj.weight" not in flat:
     # Conv channels == model dim (else the table asked for the key and it is listed missing).
     d = model_config.embed_dim
-    _set(params, ("backbone", "feature_projection", "kernel"), np.eye(d, dtype=np.float32))
-    _set(params, ("backbone", "feature_projection", "bias"), np.zeros(d, np.float32))
+    set_path(params, ("backbone", "feature_projection", "kernel"), np.eye(d, dtype=np.float32))
+    set_path(params, ("backbone", "feature_projection", "bias"), np.zeros(d, np.float32))
   errors = []
   if bad_shapes:
     errors.append(
@@ -182,7 +182,11 @@ def _backbone_entries(cfg, flat) -> Iterator[_Entry]:
 def _wav2vec2_heads(cfg) -> Iterator[_Entry]:
   g, v, cv = cfg.latent_groups, cfg.latent_vars, cfg.codevector_dim
   yield _Entry(
-      "quantizer.vars", ("quantizer", "codevectors"), "first", (1, g * v, cv // g), "quantizer"
+      "quantizer.vars",
+      ("quantizer", "codevectors"),
+      "codevectors",
+      (1, g * v, cv // g),
+      "quantizer",
   )
   yield from _linear(
       "quantizer.weight_proj", ("quantizer", "logits"), cfg.conv_dim, g * v, "quantizer"
@@ -198,11 +202,11 @@ def _hubert_heads(cfg, flat) -> Iterator[_Entry]:
   config fixes."""
   out = cfg.final_dim
   if "final_proj.weight" in flat:
-    width = _as_numpy(flat["final_proj.weight"][1]).shape[0]
+    width = as_numpy(flat["final_proj.weight"][1]).shape[0]
     out = width if width % cfg.final_dim == 0 else cfg.final_dim
   classes = 0
   if "label_embs_concat" in flat:
-    classes = _as_numpy(flat["label_embs_concat"][1]).shape[0]
+    classes = as_numpy(flat["label_embs_concat"][1]).shape[0]
   yield from _linear("final_proj", ("final_proj",), cfg.embed_dim, out, "final_proj")
   yield _Entry(
       "label_embs_concat",
@@ -226,7 +230,7 @@ def _vq_wav2vec_entries(cfg) -> Iterator[_Entry]:
   q, vq = ("quantizer",), "vector_quantizer."
   if cfg.vq_type == "gumbel":
     cv = cfg.codevector_dim
-    yield _Entry(vq + "vars", q + ("codevectors",), "first", (1, books * v, cv // g), None)
+    yield _Entry(vq + "vars", q + ("codevectors",), "codevectors", (1, books * v, cv // g), None)
     if cfg.vq_depth == 1:
       yield from _linear(vq + "weight_proj", q + ("logits",), dim, g * v)
     else:
@@ -262,38 +266,3 @@ def _vq_wav2vec_entries(cfg) -> Iterator[_Entry]:
   key = "wav2vec_predictions.project_to_steps."
   yield _Entry(key + "weight", ("step_projection",), "steps", (in_ch, cv, 1, steps), None)
   yield _Entry(key + "bias", ("step_bias",), "copy", (cv,), None)
-
-
-# ----------------------------------------------------------------------------- arrays
-
-
-def _to_ours(x: np.ndarray, kind: str) -> np.ndarray:
-  if kind == "linear":
-    x = x.T
-  elif kind == "conv":
-    x = x.transpose(2, 1, 0)
-  elif kind == "gain":
-    x = x.reshape(-1)
-  elif kind == "first":
-    x = x[0]
-  elif kind == "kmeans_codebook":
-    x = x.transpose(1, 0, 2)
-  elif kind == "grouped_1x1":
-    # Output channel o = g * (dim / G) + j reads group g's inputs: [G, in, out] per group.
-    dim, per_group, _ = x.shape
-    x = x[:, :, 0].reshape(dim // per_group, per_group, per_group).transpose(0, 2, 1)
-  elif kind == "steps":
-    x = x[:, :, 0, :].transpose(2, 0, 1)
-  return np.ascontiguousarray(x, dtype=np.float32)
-
-
-def _as_numpy(x: Any) -> np.ndarray:
-  if hasattr(x, "detach"):  # A torch.Tensor, without importing torch here.
-    x = x.detach().cpu().float().numpy()
-  return np.asarray(x)
-
-
-def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:
-  for name in path[:-1]:
-    tree = tree.setdefault(name, {})
-  tree[path[-1]] = value

@@ -26,6 +26,7 @@ from typing import Any, Iterator, Mapping, NamedTuple
 import numpy as np
 
 from jaxdisco.errors import MissingFileError
+from jaxdisco.export.torch_layout import as_numpy, set_path, to_jaxdisco, weight_norm_aliases
 from jaxdisco.models.config import ModelConfig, parse_conv_layers
 
 MODEL_TYPES = ("wav2vec2", "hubert")
@@ -47,10 +48,7 @@ _IGNORED_HEAD_PREFIXES = (
 # Weight-norm parameter names: legacy `torch.nn.utils.weight_norm` attributes and the
 # `parametrizations` form that transformers 5.x modules hold; both are accepted on import.
 _POS_CONV = "encoder.pos_conv_embed.conv."
-_WEIGHT_NORM_ALIASES = {
-    _POS_CONV + "parametrizations.weight.original0": _POS_CONV + "weight_g",
-    _POS_CONV + "parametrizations.weight.original1": _POS_CONV + "weight_v",
-}
+_WEIGHT_NORM_ALIASES = weight_norm_aliases(_POS_CONV)
 _HEADS = ("quantizer", "project_q", "final_proj")
 SAFETENSORS_NAME = "model.safetensors"
 PYTORCH_NAME = "pytorch_model.bin"
@@ -315,18 +313,6 @@ def _entries(cfg: ModelConfig) -> Iterator[_Entry]:
   yield from linear("project_hid", ("final_proj",), d, cfg.final_dim, "final_proj")
 
 
-def _to_ours(x: np.ndarray, kind: str) -> np.ndarray:
-  if kind == "linear":
-    x = x.T
-  elif kind == "conv":
-    x = x.transpose(2, 1, 0)
-  elif kind == "gain":
-    x = x.reshape(-1)
-  elif kind == "codevectors":
-    x = x[0]
-  return np.ascontiguousarray(x, dtype=np.float32)
-
-
 def _to_hf(x: np.ndarray, kind: str, hf_shape: tuple[int, ...]) -> np.ndarray:
   if kind == "linear":
     x = x.T
@@ -370,15 +356,15 @@ def params_from_hf(state_dict: Mapping[str, Any], cfg: ModelConfig) -> dict[str,
       continue
     used.add(e.hf_key)
     original, value = flat[e.hf_key]
-    x = _as_numpy(value)
+    x = as_numpy(value)
     if tuple(x.shape) != e.hf_shape:
       bad_shapes.append(f"{original}: expected {e.hf_shape}, found {tuple(x.shape)}")
       continue
     if e.head:
       head_found[e.head].append(e.hf_key)
-    _set(params, e.path, _to_ours(x, e.kind))
+    set_path(params, e.path, to_jaxdisco(x, e.kind))
   if "masked_spec_embed" not in flat:
-    _set(params, ("backbone", "mask_embedding"), np.zeros((cfg.embed_dim,), np.float32))
+    set_path(params, ("backbone", "mask_embedding"), np.zeros((cfg.embed_dim,), np.float32))
   errors = []
   if bad_shapes:
     errors.append(
@@ -423,18 +409,6 @@ def _canonical_keys(state_dict: Mapping[str, Any]) -> dict[str, tuple[str, Any]]
       raise ValueError(f"HF state dict holds {name!r} twice: as {flat[name][0]!r} and {key!r}")
     flat[name] = (key, value)
   return flat
-
-
-def _as_numpy(x: Any) -> np.ndarray:
-  if hasattr(x, "detach"):  # torch.Tensor, without importing torch here.
-    x = x.detach().cpu().float().numpy()
-  return np.asarray(x)
-
-
-def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:
-  for name in path[:-1]:
-    tree = tree.setdefault(name, {})
-  tree[path[-1]] = value
 
 
 def _get(tree: Mapping, path: tuple[str, ...]) -> Any:
