@@ -71,13 +71,13 @@ def time_pipeline(data, config, num_batches: int, **kwargs) -> tuple[float, floa
 def time_train_step(config, num_steps: int, mean_valid_samples: float) -> tuple[float, float]:
   """(audio seconds per second the step consumes, seconds per step)."""
   from jaxdisco.objectives.wav2vec2 import pretraining_loss
-  from jaxdisco.train.config_checks import check_pretrain_config
+  from jaxdisco.methods import check_config
   from jaxdisco.train.optimizer import learning_rate_schedule, make_optimizer
   from jaxdisco.train.pretrain import init_params
   from jaxdisco.train.state import TrainState
   from jaxdisco.train.step import make_train_step
 
-  model_config = check_pretrain_config(config)
+  model_config = check_config(config)
   batch_shape = (config.data.batch_size, config.data.crop_samples)
   optimizer = make_optimizer(config.optim, config.train.num_steps)
   schedule = learning_rate_schedule(config.optim, config.train.num_steps)

@@ -147,10 +147,9 @@ def model_flops(cfg, batch: int, samples: int, method: str, num_negatives: int =
 
 def run_config(method: str, cfg, batch: int, samples: int):
   """The trainer's ConfigDict for `method` with the benchmark's model, crop and objective."""
-  from jaxdisco.train.defaults import wav2vec2_defaults
-  from jaxdisco.train.hubert_defaults import hubert_defaults
+  from jaxdisco.methods import get_method
 
-  c = wav2vec2_defaults() if method == "wav2vec2" else hubert_defaults()
+  c = get_method(method).defaults()
   for field, value in dataclasses.asdict(cfg).items():
     if field in c.model:
       c.model[field] = value
@@ -219,7 +218,7 @@ def jaxdisco_step(
   from unittest import mock
 
   from jaxdisco.models import feature_encoder, positional
-  from jaxdisco.train import methods
+  from jaxdisco import methods
   from jaxdisco.train.optimizer import learning_rate_schedule, make_optimizer
   from jaxdisco.train.state import TrainState
   from jaxdisco.train.step import make_train_step

@@ -14,7 +14,8 @@ What differs from the published recipes, and why:
 For a 30-second smoke run add `--config.train.num_steps=50`.
 """
 
-from jaxdisco.train.defaults import demo_backbone, demo_data, wav2vec2_defaults
+from jaxdisco.methods.demo_settings import demo_backbone, demo_data
+from jaxdisco.methods.wav2vec2 import wav2vec2_defaults
 
 
 def get_config():

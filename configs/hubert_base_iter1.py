@@ -8,7 +8,7 @@ BASE backbone (group-norm conv encoder, 12 x 768 post-LN), mask 0.8/10, cosine l
 masked frames only, feature penalty 10, lr 5e-4, clip 10, 32k warm-up, 250k updates.
 """
 
-from jaxdisco.train.hubert_defaults import hubert_defaults
+from jaxdisco.methods.hubert import hubert_defaults
 
 
 def get_config():

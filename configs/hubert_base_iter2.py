@@ -6,7 +6,7 @@ r"""HuBERT BASE, iteration 2: predict k-means(500) clusters of layer 6 of the it
     --config.labels.train=/data/ls960/it1_l6_km500/train.km
 """
 
-from jaxdisco.train.hubert_defaults import hubert_defaults
+from jaxdisco.methods.hubert import hubert_defaults
 
 
 def get_config():

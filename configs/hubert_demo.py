@@ -24,45 +24,11 @@ Unit quality of a full run (K = 50, layer 2; train / valid PNMI; 18 min, 2026-12
 before on both splits beyond its bootstrap spread (README.md, "HuBERT", has the table).
 """
 
-from jaxdisco.assets import demo_corpus_dir
-from jaxdisco.train.defaults import demo_backbone, demo_data
-from jaxdisco.train.hubert_defaults import hubert_defaults
+from jaxdisco.methods.demo_settings import pseudo_label_loop_demo
+from jaxdisco.methods.hubert import hubert_defaults
 
 
 def get_config():
   c = hubert_defaults()
-  m = c.model
-  demo_backbone(m)
-  m.num_layers = 3
-  m.final_dim = 64
-  m.feature_grad_mult = 1.0
-  m.layerdrop = 0.0
-
-  corpus = demo_corpus_dir()
-  demo_data(c.data)
-  # The corpus's extended splits (512 + 64 utterances, 25 min): on the 6.4 min of `train` the
-  # second iteration fits its training utterances and ties the first.
-  c.data.train_manifest = str(corpus / "train_ext.tsv")
-  c.data.valid_manifest = str(corpus / "valid_ext.tsv")
-
-  c.objective.unmasked_weight = 1.0
-  c.optim.lr = 1e-3
-  c.optim.warmup_steps = 50
-
-  c.train.log_every = 50
-  c.train.eval_every = 500
-  c.train.checkpoint_every = 250
-  c.train.keep_checkpoints = 1
-
-  loop = c.loop
-  loop.mfcc_k = loop.layer_k = 50
-  loop.layer = 2
-  loop.steps = (3000, 4500)
-  loop.kmeans_fraction = 1.0
-  loop.kmeans_n_init = 2
-  loop.kmeans_max_iter = 20
-  loop.train_alignments = str(corpus / "train_ext.align.jsonl")
-  loop.valid_alignments = str(corpus / "valid_ext.align.jsonl")
-  c.train.num_steps = loop.steps[0]
-  c.labels.num_classes = loop.mfcc_k
+  pseudo_label_loop_demo(c)
   return c

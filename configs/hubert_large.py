@@ -10,7 +10,7 @@ lr 1.5e-3, clip 1.0, 32k warm-up, 400k updates; ~900k samples x 128 GPUs per bat
 reference (here a global batch of 460 crops of 250k samples).
 """
 
-from jaxdisco.train.hubert_defaults import hubert_defaults
+from jaxdisco.methods.hubert import hubert_defaults
 
 
 def get_config():

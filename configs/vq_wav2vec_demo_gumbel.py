@@ -4,7 +4,7 @@ r"""vq-wav2vec, gumbel quantizer, on the shipped demo corpus: ~9 min on 2 busy C
 
 `configs/vq_wav2vec_gumbel.py` (depth-2 logit projection, shared codebook, hard
 straight-through, no diversity penalty) at the demo size of
-`jaxdisco.train.vq_wav2vec_defaults.vq_wav2vec_demo`, which says what differs from the recipe
+`jaxdisco.methods.vq_wav2vec.vq_wav2vec_demo`, which says what differs from the recipe
 and why. One more difference: the temperature decays 0.99 per update instead of 0.999995, so
 it reaches 0.5 after ~140 of the 1500 updates (the recipe's: after 277k of 400k; at its rate a
 demo run would end at 1.99). The hard forward codes do not depend on the temperature, but the
@@ -21,7 +21,7 @@ The codes export as a tokenizer:
 For a 30-second smoke run add `--config.train.num_steps=50`.
 """
 
-from jaxdisco.train.vq_wav2vec_defaults import vq_wav2vec_defaults, vq_wav2vec_demo
+from jaxdisco.methods.vq_wav2vec import vq_wav2vec_defaults, vq_wav2vec_demo
 
 
 def get_config():

@@ -3,7 +3,7 @@ r"""vq-wav2vec, online k-means quantizer, on the shipped demo corpus: ~9 min on 
   jaxdisco pretrain --config configs/vq_wav2vec_demo_kmeans.py --workdir vq-kmeans-demo
 
 `configs/vq_wav2vec_kmeans.py` (the recipe's k-means quantizer and loss weight 1) at the demo
-size of `jaxdisco.train.vq_wav2vec_defaults.vq_wav2vec_demo`, which says what differs from the
+size of `jaxdisco.methods.vq_wav2vec.vq_wav2vec_demo`, which says what differs from the
 recipe and why (in short: InfoNCE instead of binary cross-entropy, a 64-wide model, lr 1e-3).
 1500 updates. The codes export as a tokenizer:
 
@@ -11,7 +11,7 @@ recipe and why (in short: InfoNCE instead of binary cross-entropy, a 64-wide mod
 For a 30-second smoke run add `--config.train.num_steps=50`.
 """
 
-from jaxdisco.train.vq_wav2vec_defaults import vq_wav2vec_defaults, vq_wav2vec_demo
+from jaxdisco.methods.vq_wav2vec import vq_wav2vec_defaults, vq_wav2vec_demo
 
 
 def get_config():

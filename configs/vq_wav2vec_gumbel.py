@@ -13,7 +13,7 @@ cross-entropy. Adam, lr 1e-5, 1k warm-up, 400k updates, batch 32 crops of 150k s
 A demo-size run on the shipped corpus: `configs/vq_wav2vec_demo_gumbel.py`.
 """
 
-from jaxdisco.train.vq_wav2vec_defaults import vq_wav2vec_defaults
+from jaxdisco.methods.vq_wav2vec import vq_wav2vec_defaults
 
 
 def get_config():

@@ -12,7 +12,7 @@ codebook + 0.25 * commitment (`--loss-weights [1]`).
 A demo-size run on the shipped corpus: `configs/vq_wav2vec_demo_kmeans.py`.
 """
 
-from jaxdisco.train.vq_wav2vec_defaults import vq_wav2vec_defaults
+from jaxdisco.methods.vq_wav2vec import vq_wav2vec_defaults
 
 
 def get_config():

@@ -8,7 +8,7 @@ Model: 7-layer conv encoder (group norm on layer 0), 12 x 768 post-LN Transforme
 FFN 3072, G x V = 2 x 320, final_dim 256; 400k updates, lr 5e-4, 32k warm-up.
 """
 
-from jaxdisco.train.defaults import wav2vec2_defaults
+from jaxdisco.methods.wav2vec2 import wav2vec2_defaults
 
 
 def get_config():

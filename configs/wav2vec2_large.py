@@ -8,7 +8,7 @@ gumbel temperature (2, 0.1, 0.999995), no feature penalty, feature_grad_mult 1.0
 (the LV-60 config), lr 5e-3 in the reference config (3e-4 in the paper), 1M updates.
 """
 
-from jaxdisco.train.defaults import wav2vec2_defaults
+from jaxdisco.methods.wav2vec2 import wav2vec2_defaults
 
 
 def get_config():

@@ -26,9 +26,10 @@ class Pretrained:
   """A backbone ready for inference.
 
   config: the ModelConfig; params: `{'params': {'backbone': ..., <optional heads>}}`;
-  model_type: "wav2vec2" or "hubert" (the HF model_type it exports as; for a jaxdisco
-  checkpoint, the method it was trained with), or "vq_wav2vec" (a VqWav2VecConfig model: for
-  `export_tokenizer(units="vq_wav2vec")` only).
+  model_type: the `jaxdisco.methods` method the model belongs to (for a jaxdisco or fairseq
+  checkpoint the method it was trained with; for a Hugging Face directory its model_type, which
+  names the method of the same name): its declaration says which units it exports and as
+  which Hugging Face model.
   """
 
   config: ModelConfig
@@ -142,7 +143,7 @@ def load_pretrained(path: str | os.PathLike) -> Pretrained:
   from jaxdisco.export.fairseq_checkpoint import is_fairseq_checkpoint, load_fairseq_checkpoint
 
   if is_fairseq_checkpoint(path):
-    from jaxdisco.train.methods import get_method
+    from jaxdisco.methods import get_method
 
     model = load_fairseq_checkpoint(path)
     return Pretrained(model.config, model.params, get_method(model.method).model_type)
@@ -168,7 +169,7 @@ def load_pretrained(path: str | os.PathLike) -> Pretrained:
   # The checkpoint's method decides the model type: "wav2vec2" and "hubert" backbones share
   # extract_features and export as that Hugging Face model; a vq-wav2vec model (a
   # VqWav2VecConfig) is read by the tokenizer export only.
-  from jaxdisco.train.methods import get_method
+  from jaxdisco.methods import get_method
 
   return Pretrained(loaded.config, params, get_method(loaded.method).model_type)
 

@@ -97,12 +97,12 @@ class Tokenizer:
       )
     if verify:
       _verify(directory, manifest)
-    if manifest.get("model_type") == "vq_wav2vec":
-      from jaxdisco.models.vq_wav2vec_config import VqWav2VecConfig  # pylint: disable=g-import-not-at-top
+    from jaxdisco.methods import get_method  # pylint: disable=g-import-not-at-top
 
-      config = VqWav2VecConfig.from_dict(manifest["model_config"])
-    else:
-      config = ModelConfig.from_dict(manifest["model_config"])
+    # model_type is the source's method (Hugging Face sources: their model type, which is the
+    # method of the same name); it says which typed config model_config is.
+    config_type = get_method(manifest.get("model_type", "wav2vec2")).model_config_type
+    config = config_type.from_dict(manifest["model_config"])
     spec = unit_kinds.TokenizerSpec(
         kind=manifest["units"],
         config=config,

@@ -19,9 +19,10 @@ from jaxdisco.assets import demo_corpus_dir
 from jaxdisco.parallel import mesh as mesh_lib
 from jaxdisco.parallel import rules as rules_lib
 from jaxdisco.train import checkpoint as ckpt
-from jaxdisco.train import methods
-from jaxdisco.train.config_checks import ConfigError, check_pretrain_config
-from jaxdisco.train.defaults import wav2vec2_defaults
+from jaxdisco import methods
+from jaxdisco.errors import ConfigError
+from jaxdisco.methods import check_config
+from jaxdisco.methods.wav2vec2 import wav2vec2_defaults
 from jaxdisco.train.pretrain import train_and_evaluate
 
 LEGACY = REPO / "tests" / "data" / "legacy_fc50bab"
@@ -170,11 +171,11 @@ def test_batch_axes_come_from_the_rules_table():
   )
   config.data.batch_size = 4  # A multiple of data (4), not of data x fsdp (8).
   config.data.train_manifest = str(demo_corpus_dir() / "train.tsv")
-  check_pretrain_config(config, num_devices=8)
+  check_config(config, num_devices=8)
   rules = rules_lib.rules_from_config(config.parallel)
   amesh = mesh_lib.abstract_mesh(config.parallel, 8)
   assert mesh_lib.batch_parallelism(amesh, rules) == 4
   assert rules_lib.batch_sharding(amesh, rules).spec == rules_lib.PartitionSpec(("data",))
   config.data.batch_size = 6
   with pytest.raises(ConfigError, match=r"devices the batch is split over \(data = 4 of 8"):
-    check_pretrain_config(config, num_devices=8)
+    check_config(config, num_devices=8)

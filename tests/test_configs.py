@@ -8,7 +8,7 @@ from flax import linen as nn
 from conftest import REPO, load_config, shrink_for_tests
 from jaxdisco.models.config import ModelConfig
 from jaxdisco.models.wav2vec2 import Wav2Vec2ForPretraining
-from jaxdisco.train.config_checks import check_pretrain_config
+from jaxdisco.methods import check_config, get_method
 from jaxdisco.train.metrics import read_metrics
 from jaxdisco.train.pretrain import train_and_evaluate
 
@@ -34,7 +34,7 @@ def test_full_size_parameter_count_equals_transformers(name):
   transformers = pytest.importorskip("transformers")
   from jaxdisco.export.huggingface import config_to_hf
 
-  model_config = check_pretrain_config(load_config(name))
+  model_config = check_config(load_config(name))
   hf_config = transformers.Wav2Vec2Config(**config_to_hf(model_config))
   with torch.device("meta"):  # shapes only: no 300M-parameter allocation
     hf_model = transformers.Wav2Vec2ForPreTraining(hf_config)
@@ -42,6 +42,41 @@ def test_full_size_parameter_count_equals_transformers(name):
   assert _num_params(model_config) == hf_count
   expected_millions = {"wav2vec2_base": 95, "wav2vec2_large": 317}[name]
   assert abs(hf_count / 1e6 - expected_millions) < 1.5
+
+
+@pytest.mark.parametrize(
+    "name, paper_millions", [("wavlm_base_plus", 94.70), ("wavlm_large", 316.62)]
+)
+def test_wavlm_parameter_counts_equal_transformers_and_the_paper(name, paper_millions):
+  """The WavLM configs' backbone has exactly the parameters of transformers' WavLMModel built
+  from their exported config, and with the HuBERT head at K = 500 the pretraining model has the
+  paper's count (Table I of arXiv 2110.13900: 94.70M Base+, 316.62M Large)."""
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  from jaxdisco.export.huggingface import config_to_hf
+  from jaxdisco.models.wav2vec2 import Wav2Vec2Backbone
+
+  config = load_config(name)
+  config.labels.train = "train.km"
+  model_config = check_config(config)
+  with torch.device("meta"):
+    hf_model = transformers.WavLMModel(
+        transformers.WavLMConfig(**config_to_hf(model_config, "wavlm"))
+    )
+  hf_count = sum(p.numel() for p in hf_model.parameters())
+  shapes = jax.eval_shape(
+      lambda: Wav2Vec2Backbone(model_config).init(
+          {"params": jax.random.key(0), "dropout": jax.random.key(1)},
+          np.zeros((1, 16000), np.float32),
+          None,
+          None,
+      )
+  )
+  count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nn.meta.unbox(tree)))
+  assert count(shapes) == hf_count
+  method = get_method("wavlm")
+  full = jax.eval_shape(method.boxed_init_fn(model_config, config, (1, 16000), 0))
+  assert count(full) // 10_000 == round(paper_millions * 100)  # The paper truncates: 94.7068M.
 
 
 @pytest.mark.parametrize("name", ["wav2vec2_base", "wav2vec2_large"])
@@ -84,6 +119,6 @@ def test_every_shipped_config_passes_the_pretraining_checks(name):
   """Each file in configs/ loads and validates at its own (full) size; the tests above and in
   test_hubert_training.py, test_hubert_loop.py and test_vq_wav2vec.py train them at tiny size."""
   config = load_config(name)
-  if config.method == "hubert":
-    config.labels.train = "train.km"  # Labels are the one input HuBERT configs cannot ship.
-  check_pretrain_config(config)
+  if get_method(config.method).uses_labels:
+    config.labels.train = "train.km"  # Labels are the one input HuBERT/WavLM configs lack.
+  check_config(config)

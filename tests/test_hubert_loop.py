@@ -18,7 +18,7 @@ from jaxdisco.clustering.features import load_layer_features
 from jaxdisco.data.manifest import read_manifest
 from jaxdisco.data.mfcc import num_frames as mfcc_frames
 from jaxdisco.models.config import ModelConfig
-from jaxdisco.train.config_checks import ConfigError
+from jaxdisco.errors import ConfigError
 from jaxdisco.train.hubert_loop import check_loop_config, run_hubert_loop
 
 K = 8

@@ -216,7 +216,7 @@ def test_pipeline_masks_are_the_jitted_loss_masks():
   from conftest import tiny_model_config
   from jaxdisco.models.wav2vec2 import Wav2Vec2ForPretraining
   from jaxdisco.objectives import wav2vec2 as wav2vec2_objective
-  from jaxdisco.train.defaults import wav2vec2_defaults
+  from jaxdisco.methods.wav2vec2 import wav2vec2_defaults
 
   model_config = tiny_model_config(final_dim=16, latent_vars=8, dropout=0.0, layerdrop=0.0)
   objective = wav2vec2_defaults().objective

@@ -12,7 +12,7 @@ import jaxdisco
 from jaxdisco.data.audio import AudioError
 from jaxdisco.data.manifest import ManifestError
 from jaxdisco.train.checkpoint import CheckpointMismatchError, load_pretrained_params
-from jaxdisco.train.config_checks import ConfigError
+from jaxdisco.errors import ConfigError
 from jaxdisco.train.metrics import read_metrics
 from jaxdisco.train.pretrain import train_and_evaluate
 

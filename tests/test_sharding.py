@@ -37,9 +37,13 @@ def eight_devices(tmp_path_factory):
   return _run_worker(tmp_path_factory.mktemp("sharding"), 8, "eight")
 
 
-@pytest.mark.parametrize("mesh", ["2x4x1", "4x1x2"])  # data x fsdp, data x tensor
-def test_sharded_loss_and_grads_equal_single_device(eight_devices, mesh):
-  r = eight_devices["equivalence"][mesh]
+@pytest.mark.parametrize(
+    "case",
+    # data x fsdp, data x tensor; every other method on all three axes at once.
+    ["wav2vec2 2x4x1", "wav2vec2 4x1x2", "hubert 2x2x2", "wavlm 2x2x2", "vq_wav2vec 2x2x2"],
+)
+def test_sharded_loss_and_grads_equal_single_device(eight_devices, case):
+  r = eight_devices["equivalence"][case]
   assert r["num_devices_holding_batch"] == 8
   assert r["max_loss_diff"] < 1e-5, r
   assert r["max_grad_diff"] < 1e-5, r
@@ -124,14 +128,30 @@ def test_rules_keep_uneven_dimensions_whole():
 # Subprocess side.
 
 
-def _tiny_config():
+def _tiny_config(name="demo"):
   sys.path.insert(0, str(HERE))
   from conftest import load_config, shrink_for_tests
 
-  config = shrink_for_tests(load_config("demo"))
+  if name.startswith("vq_wav2vec"):
+    from test_vq_wav2vec import shrink_vq_for_tests
+
+    config = shrink_vq_for_tests(load_config(name))
+  else:
+    config = shrink_for_tests(load_config(name))
   config.data.batch_size = 8
   config.data.valid_manifest = ""
+  if "labels" in config:  # Only the label batch shapes matter here: random labels, no file.
+    config.labels.train, config.labels.num_classes = "unused.km", 8
   return config
+
+
+# The demo config of each method, for the sharded == single-device check.
+_METHOD_CONFIGS = {
+    "wav2vec2": "demo",
+    "hubert": "hubert_demo",
+    "wavlm": "wavlm_demo",
+    "vq_wav2vec": "vq_wav2vec_demo_gumbel",
+}
 
 
 def _set_mesh(config, data, fsdp, tensor):
@@ -150,11 +170,18 @@ def _loss_fn(config, train=True):
 
 
 def _batch(config, rows=8):
+  from jaxdisco.methods import get_method
+
   rng = np.random.default_rng(0)
   wav = rng.standard_normal((rows, config.data.crop_samples)).astype(np.float32)
   pad = np.zeros_like(wav, dtype=bool)
-  pad[1, 12_000:] = True  # one padded utterance
-  return {"waveform": wav, "padding_mask": pad}
+  pad[1, config.data.crop_samples * 3 // 4 :] = True  # one padded utterance
+  batch = {"waveform": wav, "padding_mask": pad}
+  shapes = get_method(config.method).example_batch(config, rows, config.data.crop_samples)
+  if "labels" in shapes:
+    batch["labels"] = rng.integers(0, config.labels.num_classes, shapes["labels"].shape)
+    batch["labels"] = batch["labels"].astype(np.int32)
+  return batch
 
 
 def _max_diff(a, b):
@@ -169,19 +196,25 @@ def _max_diff(a, b):
 def _equivalence(out):
   import jax
   from flax import linen as nn
+  from jaxdisco import methods
   from jaxdisco.parallel import mesh as mesh_lib, rules as rules_lib
-  from jaxdisco.train.pretrain import boxed_init_fn
 
-  config = _tiny_config()
-  loss_fn, model_config = _loss_fn(config)
-  init = boxed_init_fn(model_config, (1, config.data.crop_samples), 0)
-  params = nn.meta.unbox(jax.jit(init)())
-  batch = _batch(config)
-  key = jax.random.key(3)
-  grad = lambda p, b: jax.value_and_grad(lambda q: loss_fn(q, b, key, 0), has_aux=True)(p)
-  (ref_loss, _), ref_grads = jax.jit(grad)(params, batch)
+  cases = [("wav2vec2", (2, 4, 1)), ("wav2vec2", (4, 1, 2))]
+  cases += [(m, (2, 2, 2)) for m in ("hubert", "wavlm", "vq_wav2vec")]
   results = {}
-  for name, sizes in (("2x4x1", (2, 4, 1)), ("4x1x2", (4, 1, 2))):
+  for method_name, sizes in cases:
+    config = _tiny_config(_METHOD_CONFIGS[method_name])
+    method = methods.get_method(config.method)
+    model_config = method.check(config)
+    loss_fn = method.loss_fn(model_config, config)
+    init = method.boxed_init_fn(model_config, config, (1, config.data.crop_samples), 0)
+    params = nn.meta.unbox(jax.jit(init)())
+    batch = _batch(config)
+    key = jax.random.key(3)
+    grad = lambda p, b, f=loss_fn: jax.value_and_grad(
+        lambda q: f(q, b, key, 0, True), has_aux=True
+    )(p)
+    (ref_loss, _), ref_grads = jax.jit(grad)(params, batch)
     _set_mesh(config, *sizes)
     mesh = mesh_lib.make_mesh(config.parallel)
     rules = rules_lib.rules_from_config(config.parallel)
@@ -199,7 +232,7 @@ def _equivalence(out):
             shardings, is_leaf=lambda s: isinstance(s, jax.sharding.NamedSharding)
         )
     )
-    results[name] = {
+    results[f"{method_name} {'x'.join(map(str, sizes))}"] = {
         "max_loss_diff": abs(float(loss) - float(ref_loss)),
         "max_grad_diff": _max_diff(grads, ref_grads),
         "sharded_param_leaves": sharded,

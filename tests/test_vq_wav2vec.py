@@ -21,7 +21,8 @@ from jaxdisco.objectives.future_prediction import (
 )
 from jaxdisco.quantizers.kmeans_vq import KmeansQuantizer, dead_code_fraction
 from jaxdisco.train.checkpoint import load_pretrained_params
-from jaxdisco.train.config_checks import ConfigError, check_pretrain_config
+from jaxdisco.errors import ConfigError
+from jaxdisco.methods import check_config
 from jaxdisco.train.metrics import read_metrics
 from jaxdisco.train.pretrain import train_and_evaluate
 
@@ -209,11 +210,11 @@ def test_bad_config_names_the_field():
   config = load_config("vq_wav2vec_kmeans")
   config.model.vq_type = "lloyd"
   with pytest.raises(ConfigError, match=r"model\.vq_type"):
-    check_pretrain_config(config)
+    check_config(config)
   config = load_config("vq_wav2vec_gumbel")
   config.data.min_samples = 400
   with pytest.raises(ConfigError, match=r"data\.min_samples"):
-    check_pretrain_config(config)
+    check_config(config)
 
 
 def shrink_vq_for_tests(config):

@@ -5,6 +5,9 @@ Hugging Face directory or a fairseq `.pt` checkpoint."""
 
 from absl import app, flags
 
+from jaxdisco.export.huggingface import MODEL_TYPES
+from jaxdisco.export.unit_kinds import UNIT_KINDS
+
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Training workdir, checkpoint step dir, Hugging Face directory or fairseq .pt."
 )
@@ -16,8 +19,9 @@ _CENTROIDS = flags.DEFINE_string(
 _UNITS = flags.DEFINE_enum(
     "units",
     "kmeans",
-    ["kmeans", "codebook", "vq_wav2vec"],
-    "Kind of units (vq_wav2vec: the codes " "of a vq-wav2vec run).",
+    list(UNIT_KINDS),
+    "Kind of units; which ones a model exports is its method's (vq_wav2vec: the codes of a "
+    "vq-wav2vec run).",
 )
 _LENGTHS = flags.DEFINE_list(
     "export-lengths",
@@ -28,7 +32,7 @@ _NORMALIZE = flags.DEFINE_enum(
     "normalize", "auto", ["auto", "true", "false"], "Waveform normalization (auto: the source's)."
 )
 _HF_MODEL_TYPE = flags.DEFINE_enum(
-    "hf-model-type", None, ["hubert", "wav2vec2"], "model_type of hf/ (default: the source's)."
+    "hf-model-type", None, list(MODEL_TYPES), "model_type of hf/ (default: the source's)."
 )
 
 _CONVENTION = flags.DEFINE_enum(

@@ -33,6 +33,19 @@ def utterance_frames(
   return out
 
 
+def resample_weights(num_utterances: int, draws: int, seed: int) -> np.ndarray:
+  """`[draws, num_utterances]` counts of each utterance in `draws` resamples with replacement
+  (numpy `seed`): the one draw scheme of every paired bootstrap here, so equal seeds resample
+  the same utterances for PNMI and for unit agreement."""
+  rng = np.random.default_rng(seed)
+  return np.stack(
+      [
+          np.bincount(rng.integers(0, num_utterances, num_utterances), minlength=num_utterances)
+          for _ in range(draws)
+      ]
+  ).reshape(draws, num_utterances)
+
+
 def _counts_per_utterance(frames: UtteranceFrames, ids: Sequence[str], phone_index) -> np.ndarray:
   """`[utterances, phones, units]` joint counts, units relabelled 0..n-1."""
   unit_labels = np.unique(np.concatenate([np.asarray(frames[u][1]) for u in ids]))
@@ -61,11 +74,12 @@ def pnmi_gain(
   a = _counts_per_utterance(before, ids, phone_index)
   b = _counts_per_utterance(after, ids, phone_index)
   pnmi = lambda c: units_lib.quality_from_counts(c)["pnmi"]
-  rng = np.random.default_rng(seed)
-  gains = np.empty(draws)
-  for d in range(draws):
-    weights = np.bincount(rng.integers(0, len(ids), len(ids)), minlength=len(ids))
-    gains[d] = pnmi(np.tensordot(weights, b, 1)) - pnmi(np.tensordot(weights, a, 1))
+  gains = np.asarray(
+      [
+          pnmi(np.tensordot(weights, b, 1)) - pnmi(np.tensordot(weights, a, 1))
+          for weights in resample_weights(len(ids), draws, seed)
+      ]
+  )
   return {
       "gain": pnmi(b.sum(0)) - pnmi(a.sum(0)),
       "std": float(gains.std()),

@@ -58,7 +58,7 @@ class FairseqCheckpoint(NamedTuple):
 class FairseqModel(NamedTuple):
   """A fairseq checkpoint as a jaxdisco model (`load_fairseq_checkpoint`)."""
 
-  method: str  # "wav2vec2", "hubert" or "vq_wav2vec" (a `train.methods` name).
+  method: str  # "wav2vec2", "hubert" or "vq_wav2vec" (a `jaxdisco.methods` name).
   config: Any  # ModelConfig or VqWav2VecConfig.
   params: dict  # {'params': ...} in the layout of the method's pretraining module.
   step: Optional[int]  # fairseq's num_updates, when recorded.

@@ -1,5 +1,5 @@
 """Conversion between jaxdisco parameters and Hugging Face `transformers` wav2vec 2.0 / HuBERT
-checkpoints (config.json + model.safetensors / pytorch_model.bin).
+/ WavLM checkpoints (config.json + model.safetensors / pytorch_model.bin).
 
 Our params are the tree of `Wav2Vec2ForPretraining`: `{'params': {'backbone': {...},
 'quantizer': ..., 'project_q': ..., 'final_proj': ...}}`, the three heads optional. Every
@@ -11,10 +11,16 @@ mapping is a pure relabelling plus transposition, so params -> HF -> params is b
   * torch weight-norm gain [1, 1, taps]  <-> our weight_g [taps] (weight_norm(dim=2): one gain
     per kernel tap);
   * quantizer.codevectors [1, G*V, d/G]  <-> our codevectors [G*V, d/G];
+  * WavLM gru_rel_pos_const [1, H, 1, 1] <-> our position_gate scale [H];
   * LayerNorm / GroupNorm weight          <-> our `scale`.
 
 One table, `_entries(cfg)`, lists every (HF key, our path, kind, HF shape); import, export
 and the shape checks all read it, so the two directions cannot drift apart.
+
+WavLM is the HuBERT-style backbone with `relative_position_buckets` on: HF's
+`encoder.layers.0.attention.rel_attn_embed` (the one bias table, kept in layer 0) maps to our
+encoder-level `relative_position` table, and every layer's `gru_rel_pos_linear` /
+`gru_rel_pos_const` to that layer's `attention/position_gate`.
 """
 
 from __future__ import annotations
@@ -29,10 +35,12 @@ from jaxdisco.errors import MissingFileError
 from jaxdisco.export.torch_layout import as_numpy, set_path, to_jaxdisco, weight_norm_aliases
 from jaxdisco.models.config import ModelConfig, parse_conv_layers
 
-MODEL_TYPES = ("wav2vec2", "hubert")
+MODEL_TYPES = ("wav2vec2", "hubert", "wavlm")
+# The HF base model each model type exports as when it carries no wav2vec 2.0 heads.
+_BASE_ARCHITECTURES = {"wav2vec2": "Wav2Vec2Model", "hubert": "HubertModel", "wavlm": "WavLMModel"}
 # Prefixes under which the backbone sits in HF task models (Wav2Vec2ForPreTraining / ForCTC /
-# HubertForCTC ...); base models (Wav2Vec2Model, HubertModel) store it unprefixed.
-_BACKBONE_PREFIXES = ("wav2vec2.", "hubert.")
+# HubertForCTC / WavLMForCTC ...); base models (Wav2Vec2Model, ...) store it unprefixed.
+_BACKBONE_PREFIXES = ("wav2vec2.", "hubert.", "wavlm.")
 # HF task heads that have no counterpart here; their weights are dropped on import.
 # (Wav2Vec2ForXVector names its top-level Linear `feature_extractor`, hence the exact names.)
 _IGNORED_HEAD_PREFIXES = (
@@ -50,6 +58,9 @@ _IGNORED_HEAD_PREFIXES = (
 _POS_CONV = "encoder.pos_conv_embed.conv."
 _WEIGHT_NORM_ALIASES = weight_norm_aliases(_POS_CONV)
 _HEADS = ("quantizer", "project_q", "final_proj")
+# WavLM's gru_rel_pos_linear outputs per head (models/relative_position.py; not imported, so
+# that this module stays free of jax).
+_GATE_OUTPUTS = 8
 SAFETENSORS_NAME = "model.safetensors"
 PYTORCH_NAME = "pytorch_model.bin"
 CONFIG_NAME = "config.json"
@@ -59,7 +70,7 @@ CONFIG_NAME = "config.json"
 
 
 def config_from_hf(hf_config: Mapping[str, Any]) -> ModelConfig:
-  """HF `config.json` dict (Wav2Vec2Config or HubertConfig) -> ModelConfig.
+  """HF `config.json` dict (Wav2Vec2Config, HubertConfig or WavLMConfig) -> ModelConfig.
 
   Fields with no HF counterpart (feature_grad_mult, dtype) keep their defaults. Architecture
   options our model does not implement (adapters, batch-normed positional conv, activations
@@ -110,6 +121,11 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> ModelConfig:
           bool(c.get("feat_proj_layer_norm", True)) if model_type == "hubert" else True
       ),
   )
+  if model_type == "wavlm":
+    fields.update(
+        relative_position_buckets=int(c.get("num_buckets", 320)),
+        relative_position_max_distance=int(c.get("max_bucket_distance", 800)),
+    )
   return ModelConfig(**fields)
 
 
@@ -152,22 +168,30 @@ def config_to_hf(
 ) -> dict[str, Any]:
   """ModelConfig -> complete HF `config.json` dict.
 
-  `architecture` defaults to Wav2Vec2ForPreTraining / HubertModel. Training-only HF fields
-  that ModelConfig does not carry (mask_time_prob, num_negatives, ...) take HF's defaults;
+  `architecture` defaults to Wav2Vec2ForPreTraining / HubertModel / WavLMModel. A model with
+  the relative position bias is a WavLM and exports only as one. Training-only HF fields that
+  ModelConfig does not carry (mask_time_prob, num_negatives, ...) take HF's defaults;
   mask_time_prob stays > 0 so that HF keeps `masked_spec_embed` and loads ours.
   """
   _check_model_type(model_type)
-  if model_type == "wav2vec2" and not cfg.feature_projection_layer_norm:
+  if model_type != "hubert" and not cfg.feature_projection_layer_norm:
     raise ValueError(
-        "wav2vec2 checkpoints always have the feature-projection LayerNorm; "
+        f"{model_type} checkpoints always have the feature-projection LayerNorm; "
         "feature_projection_layer_norm=False is only expressible as model_type "
         "'hubert'"
     )
+  if (model_type == "wavlm") != bool(cfg.relative_position_buckets):
+    raise ValueError(
+        "only WavLM checkpoints have the relative position bias: model_type 'wavlm' needs "
+        "relative_position_buckets > 0 and the other types 0 (got "
+        f"{model_type!r}, {cfg.relative_position_buckets})"
+    )
   spec = cfg.conv_spec
+  if architecture is None:
+    pretraining = model_type == "wav2vec2"
+    architecture = "Wav2Vec2ForPreTraining" if pretraining else _BASE_ARCHITECTURES[model_type]
   out: dict[str, Any] = {
-      "architectures": [
-          architecture or ("Wav2Vec2ForPreTraining" if model_type == "wav2vec2" else "HubertModel")
-      ],
+      "architectures": [architecture],
       "model_type": model_type,
       "conv_dim": [d for d, _, _ in spec],
       "conv_kernel": [k for _, k, _ in spec],
@@ -223,9 +247,17 @@ def config_to_hf(
             "adapter_attn_dim": None,
         }
     )
-  else:
+  elif model_type == "hubert":
     out.update(
         {"feat_proj_layer_norm": cfg.feature_projection_layer_norm, "conv_pos_batch_norm": False}
+    )
+  else:
+    out.update(
+        {
+            "num_buckets": cfg.relative_position_buckets,
+            "max_bucket_distance": cfg.relative_position_max_distance,
+            "add_adapter": False,
+        }
     )
   return out
 
@@ -241,7 +273,7 @@ def _check_model_type(model_type: str) -> None:
 class _Entry(NamedTuple):
   hf_key: str  # without any backbone prefix
   path: tuple[str, ...]  # inside params['params']
-  kind: str  # "copy", "linear", "conv", "gain", "codevectors"
+  kind: str  # "copy", "linear", "conv", "gain", "codevectors", "per_head"
   hf_shape: tuple[int, ...]
   head: str | None  # None for the backbone, else the optional head it belongs to
 
@@ -276,6 +308,15 @@ def _entries(cfg: ModelConfig) -> Iterator[_Entry]:
   yield from linear("feature_projection.projection", bb + ("feature_projection",), conv_dim, d)
   yield vec("masked_spec_embed", bb + ("mask_embedding",), d)
   enc = bb + ("encoder",)
+  heads, buckets = cfg.num_heads, cfg.relative_position_buckets
+  if buckets:
+    yield _Entry(
+        "encoder.layers.0.attention.rel_attn_embed.weight",
+        enc + ("relative_position", "embedding"),
+        "copy",
+        (buckets, heads),
+        None,
+    )
   k = cfg.pos_conv_kernel
   yield _Entry(_POS_CONV + "weight_g", enc + ("pos_conv", "weight_g"), "gain", (1, 1, k), None)
   yield _Entry(
@@ -296,6 +337,13 @@ def _entries(cfg: ModelConfig) -> Iterator[_Entry]:
         ("out_proj", "out"),
     ):
       yield from linear(hf + "attention." + hf_name, ours + ("attention", name), d, d)
+    if buckets:
+      gate = ours + ("attention", "position_gate")
+      gate_linear = hf + "attention.gru_rel_pos_linear"
+      yield from linear(gate_linear, gate + ("proj",), d // heads, _GATE_OUTPUTS)
+      yield _Entry(
+          hf + "attention.gru_rel_pos_const", gate + ("scale",), "per_head", (1, heads, 1, 1), None
+      )
     yield from norm(hf + "layer_norm", ours + ("attention_norm",), d)
     yield from linear(hf + "feed_forward.intermediate_dense", ours + ("ffn_in",), d, cfg.ffn_dim)
     yield from linear(hf + "feed_forward.output_dense", ours + ("ffn_out",), cfg.ffn_dim, d)
@@ -318,16 +366,20 @@ def _to_hf(x: np.ndarray, kind: str, hf_shape: tuple[int, ...]) -> np.ndarray:
     x = x.T
   elif kind == "conv":
     x = x.transpose(2, 1, 0)
-  elif kind in ("gain", "codevectors"):
+  elif kind in ("gain", "codevectors", "per_head"):
     x = x.reshape(hf_shape)
   return np.ascontiguousarray(x, dtype=np.float32)
 
 
 def _ours_shape(entry: _Entry) -> tuple[int, ...]:
   s = entry.hf_shape
-  return {"linear": s[::-1], "conv": s[::-1], "gain": s[-1:], "codevectors": s[1:]}.get(
-      entry.kind, s
-  )
+  return {
+      "linear": s[::-1],
+      "conv": s[::-1],
+      "gain": s[-1:],
+      "codevectors": s[1:],
+      "per_head": s[1:2],
+  }.get(entry.kind, s)
 
 
 # ----------------------------------------------------------------------------- params
@@ -426,11 +478,12 @@ def params_to_hf(
 ) -> dict[str, np.ndarray]:
   """`{'params': {...}}` (or the inner dict) -> HF state dict of float32 numpy arrays.
 
-  Without heads the keys are those of Wav2Vec2Model / HubertModel (no prefix); with the
+  Without heads the keys are those of Wav2Vec2Model / HubertModel / WavLMModel (no prefix); with the
   wav2vec 2.0 heads they are those of Wav2Vec2ForPreTraining (`wav2vec2.` + heads).
   include_heads None: include them when all three are in `params` (wav2vec2 only; HF HuBERT
-  has no such heads). The positional conv's weight norm is written as `weight_g`/`weight_v`,
-  which transformers 5.x renames on load to its `parametrizations.weight.original0/1`.
+  and WavLM have no such heads). The positional conv's weight norm is written as
+  `weight_g`/`weight_v`, which transformers 5.x renames on load to its
+  `parametrizations.weight.original0/1`.
   """
   _check_model_type(model_type)
   inner = params.get("params", params)
@@ -440,7 +493,7 @@ def params_to_hf(
   if include_heads:
     if model_type != "wav2vec2":
       raise ValueError(
-          "HF HuBERT models have no quantizer/projection heads; pass " "include_heads=False"
+          f"HF {model_type} models have no quantizer/projection heads; pass include_heads=False"
       )
     if len(present) != len(_HEADS):
       raise ValueError(
@@ -518,17 +571,17 @@ def save_hf_checkpoint(
   """Writes config.json + model.safetensors loadable by `transformers` `from_pretrained`.
 
   With the wav2vec 2.0 heads the checkpoint is a Wav2Vec2ForPreTraining; without them (or
-  include_heads=False) a Wav2Vec2Model / HubertModel, which loads into the base model with no
-  missing or unexpected keys.
+  include_heads=False) a Wav2Vec2Model / HubertModel / WavLMModel, which loads into the base
+  model with no missing or unexpected keys.
   """
   from safetensors.numpy import save_file
 
   state_dict = params_to_hf(params, cfg, model_type, include_heads=include_heads)
   with_heads = any(k.startswith("quantizer.") for k in state_dict)
-  if model_type == "hubert":
-    architecture = "HubertModel"
+  if with_heads:
+    architecture = "Wav2Vec2ForPreTraining"
   else:
-    architecture = "Wav2Vec2ForPreTraining" if with_heads else "Wav2Vec2Model"
+    architecture = _BASE_ARCHITECTURES[model_type]
   hf_config = config_to_hf(cfg, model_type, architecture=architecture)
   os.makedirs(directory, exist_ok=True)
   with open(os.path.join(directory, CONFIG_NAME), "w") as f:

@@ -36,6 +36,7 @@ import numpy as np
 
 from jaxdisco.errors import TokenizerError
 from jaxdisco.export import unit_kinds
+from jaxdisco.methods import get_method
 from jaxdisco.models.config import ModelConfig
 from jaxdisco.models.hidden_states import (
     DEFAULT_HIDDEN_STATES_CONVENTION,
@@ -124,8 +125,6 @@ def _source_info(source) -> tuple[object, Optional[int], bool, str]:
   if not _is_hf_directory(path) and is_fairseq_checkpoint(path):
     # A fairseq .pt keeps normalization in its task config (task.normalize), the step as
     # num_updates; read once here rather than again through load_pretrained.
-    from jaxdisco.train.methods import get_method
-
     model = load_fairseq_checkpoint(path)
     pretrained = Pretrained(model.config, model.params, get_method(model.method).model_type)
     normalize = bool(model.run_fields.get("data.normalize", False))
@@ -190,16 +189,16 @@ def export_tokenizer(
   say = progress or (lambda *_: None)
   pretrained, step, source_normalize, description = _source_info(source)
   cfg = pretrained.config
-  if (pretrained.model_type == "vq_wav2vec") != (units == "vq_wav2vec"):
+  method = get_method(pretrained.model_type)
+  if units not in method.unit_kinds:
     raise TokenizerError(
-        f"units={units!r} does not fit this {pretrained.model_type} model: a vq-wav2vec run "
-        "exports its quantizer's codes (units='vq_wav2vec'); wav2vec 2.0 / HuBERT models use "
-        "'kmeans' or 'codebook'"
+        f"units={units!r} does not fit this {method.name} model: use "
+        + " or ".join(f"units={k!r}" for k in method.unit_kinds)
     )
-  if pretrained.model_type == "vq_wav2vec" and hf_model_type is not None:
+  if method.hf_model_type is None and hf_model_type is not None:
     raise TokenizerError(
-        "a vq-wav2vec model has no Hugging Face export (transformers has no vq-wav2vec / "
-        "wav2vec 1.0 model): drop hf_model_type (--hf-model-type)"
+        f"a {method.name} model has no Hugging Face export (transformers has no such model): "
+        "drop hf_model_type (--hf-model-type)"
     )
   if kind.uses_layer:
     if layer is None:
@@ -246,7 +245,7 @@ def export_tokenizer(
   # Codebook and vq-wav2vec units need the quantizer, which hf/ lacks (and transformers has no
   # vq-wav2vec model at all).
   if export_hf and kind.uses_layer:
-    model_type = hf_model_type or pretrained.model_type
+    model_type = hf_model_type or method.hf_model_type
     say(f"writing the Hugging Face {model_type} export to {out / HF_DIR}")
     hf_info = _export_hf(out / HF_DIR, spec, backbone, model_type, centroid_array)
     files += [f"{HF_DIR}/{name}" for name in hf_info["files"]]

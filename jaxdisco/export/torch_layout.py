@@ -7,6 +7,7 @@ rearrangements below; the tables themselves differ, the array layouts do not.
   * "conv"             torch Conv1d weight [out, in, taps]   -> kernel [taps, in, out];
   * "gain"             weight_norm(dim=2) g [1, 1, taps]     -> [taps];
   * "codevectors"      gumbel codevectors [1, G * V, d / G]  -> [G * V, d / G];
+  * "per_head"         one value per head [1, heads, 1, 1]   -> [heads] (WavLM's gate scale);
   * "kmeans_codebook"  vq-wav2vec k-means [V, books, d / G]  -> [books, V, d / G];
   * "grouped_1x1"      grouped 1x1 conv [dim, dim / G, 1]    -> [G, dim / G (in), dim / G (out)];
   * "steps"            ConvTranspose2d [in, out, 1, steps]   -> [steps, in, out].
@@ -46,7 +47,7 @@ def to_jaxdisco(x: np.ndarray, kind: str) -> np.ndarray:
     x = x.T
   elif kind == "conv":
     x = x.transpose(2, 1, 0)
-  elif kind == "gain":
+  elif kind in ("gain", "per_head"):
     x = x.reshape(-1)
   elif kind == "codevectors":
     x = x[0]

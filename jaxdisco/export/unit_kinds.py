@@ -205,26 +205,13 @@ def _vq_wav2vec_weights(pretrained, layer: int, centroids: Optional[np.ndarray])
   return flatten(params["quantizer"]), info, {"num_groups": g, "num_vars": v}
 
 
-def _is_vq_wav2vec(pretrained) -> bool:
-  return getattr(pretrained, "model_type", None) == "vq_wav2vec"
-
-
+# Which kinds a model may use is its method's `unit_kinds`, checked by `export_tokenizer`.
 def _backbone_encoder(pretrained, layer: int) -> dict:
-  if _is_vq_wav2vec(pretrained):
-    raise TokenizerError(
-        "this is a vq-wav2vec model: its units are its quantizer's codes, use units='vq_wav2vec'"
-    )
   return _cut_backbone(pretrained.params["params"]["backbone"], layer)
 
 
 def _vq_wav2vec_encoder(pretrained, layer: int) -> dict:
   del layer
-  if not _is_vq_wav2vec(pretrained):
-    raise TokenizerError(
-        "units='vq_wav2vec' needs a vq-wav2vec run (method vq_wav2vec); this model is "
-        f"{getattr(pretrained, 'model_type', type(pretrained).__name__)!r}: use 'kmeans' or "
-        "'codebook'"
-    )
   return pretrained.params["params"]["encoder"]
 
 

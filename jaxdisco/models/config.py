@@ -82,6 +82,13 @@ class ModelConfig:
   pos_conv_kernel: int = 128
   pos_conv_groups: int = 16
   layer_norm_eps: float = 1e-5
+  # Gated relative position bias of WavLM (see models/relative_position.py): the number of
+  # learned bias buckets per head, 0 = none (wav2vec 2.0, HuBERT). Half are for keys after
+  # the query, half for keys at or before it; offsets below a quarter of the count get a
+  # bucket each, larger ones log-spaced buckets up to `relative_position_max_distance`
+  # frames, beyond which they share the last. Published WavLM: 320 and 800.
+  relative_position_buckets: int = 0
+  relative_position_max_distance: int = 800
   # Regularisation.
   dropout: float = 0.1
   attention_dropout: float = 0.1
@@ -140,6 +147,15 @@ class ModelConfig:
       value = getattr(self, name)
       if not 0.0 <= value < 1.0:
         raise ConfigError(f"model.{name}: expected a probability in [0, 1), got {value}")
+    if self.relative_position_buckets and (
+        self.relative_position_buckets < 4
+        or self.relative_position_max_distance <= self.relative_position_buckets // 4
+    ):
+      raise ConfigError(
+          "model.relative_position_buckets: expected 0 (off) or at least 4, with "
+          "model.relative_position_max_distance above a quarter of it (the exact range); got "
+          f"{self.relative_position_buckets} and {self.relative_position_max_distance}"
+      )
     if self.dtype not in ("float32", "bfloat16"):
       raise ConfigError(f"model.dtype: expected 'float32' or 'bfloat16', got {self.dtype!r}")
     if self.attention not in ("auto", "xla", "cudnn"):
@@ -150,6 +166,11 @@ class ModelConfig:
       raise ConfigError(
           "model.attention='cudnn' needs model.dtype='bfloat16' and model.attention_dropout=0 "
           f"(got {self.dtype!r}, {self.attention_dropout}); use 'auto' to fall back to xla"
+      )
+    if self.attention == "cudnn" and self.relative_position_buckets:
+      raise ConfigError(
+          "model.attention='cudnn' takes no attention bias and "
+          "model.relative_position_buckets adds one; use 'auto' or 'xla'"
       )
 
   @property

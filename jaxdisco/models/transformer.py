@@ -1,4 +1,8 @@
-"""Transformer encoder of wav2vec 2.0 / HuBERT, post-LN (BASE) and pre-LN (LARGE) forms."""
+"""Transformer encoder of wav2vec 2.0 / HuBERT / WavLM, post-LN (BASE) and pre-LN (LARGE) forms.
+
+WavLM is the same encoder with `ModelConfig.relative_position_buckets` on: a gated relative
+position bias added to every layer's attention logits (models/relative_position.py).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from flax import linen as nn
 from jaxdisco.models.config import ModelConfig
 from jaxdisco.models.layers import LayerNorm, dense, gelu
 from jaxdisco.models.positional import ConvPositionalEmbedding
+from jaxdisco.models.relative_position import PositionBiasGate, RelativePositionBias
 
 Array = jax.Array
 
@@ -54,8 +59,12 @@ class SelfAttention(nn.Module):
   implementation: str = "auto"
 
   @nn.compact
-  def __call__(self, x: Array, key_valid: Array, deterministic: bool) -> Array:
-    """x: [batch, frames, dim]; key_valid: [batch, frames] bool (False = padding, at the end)."""
+  def __call__(
+      self, x: Array, key_valid: Array, deterministic: bool, position_bias: Optional[Array] = None
+  ) -> Array:
+    """x: [batch, frames, dim]; key_valid: [batch, frames] bool (False = padding, at the end);
+    position_bias: WavLM's ungated relative position bias [heads, frames, frames], gated here
+    and added to the scaled logits before the padding mask (as transformers does), or None."""
     b, t, dim = x.shape
     head_dim = dim // self.num_heads
     split = lambda y: y.reshape(b, t, self.num_heads, head_dim)
@@ -67,6 +76,10 @@ class SelfAttention(nn.Module):
         y.reshape(b, t, dim)
     )
     kernel = attention_implementation(self.implementation, jnp.dtype(self.dtype), dropout_active)
+    bias = None
+    if position_bias is not None:
+      bias = PositionBiasGate(self.num_heads, name="position_gate")(x, position_bias)
+      kernel = "xla"  # The fused kernels used here take no additive bias.
     if kernel == "cudnn":
       try:
         return project_out(cudnn_attention(q, k, v, key_valid))
@@ -76,9 +89,13 @@ class SelfAttention(nn.Module):
         # "auto": a shape or version cuDNN's flash kernel refuses at trace time takes XLA's.
     mask = key_valid[:, None, None, :]  # [batch, 1 (heads), 1 (queries), keys]
     if not dropout_active:
-      return project_out(jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla"))
+      return project_out(
+          jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, implementation="xla")
+      )
     # dot_product_attention has no dropout; the reference drops attention probabilities.
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * head_dim**-0.5
+    if bias is not None:
+      logits = logits + bias
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1)
     probs = nn.Dropout(self.dropout)(probs, deterministic=False).astype(v.dtype)
@@ -89,7 +106,9 @@ class EncoderLayer(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x: Array, key_valid: Array, deterministic: bool) -> Array:
+  def __call__(
+      self, x: Array, key_valid: Array, deterministic: bool, position_bias: Optional[Array] = None
+  ) -> Array:
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
     attention = SelfAttention(
@@ -105,9 +124,9 @@ class EncoderLayer(nn.Module):
       return drop(dense(cfg.embed_dim, ("mlp", "embed"), "ffn_out", dtype=dtype)(y))
 
     if cfg.layer_norm_first:
-      x = x + drop(attention(attn_norm(x), key_valid, deterministic))
+      x = x + drop(attention(attn_norm(x), key_valid, deterministic, position_bias))
       return x + feed_forward(ffn_norm(x))
-    x = attn_norm(x + drop(attention(x, key_valid, deterministic)))
+    x = attn_norm(x + drop(attention(x, key_valid, deterministic, position_bias)))
     return ffn_norm(x + feed_forward(x))
 
 
@@ -180,13 +199,25 @@ class TransformerEncoder(nn.Module):
       x = final_norm(x)
     x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
     hidden_states = []
+    position_bias = None
+    if cfg.relative_position_buckets:
+      # One table for the whole encoder: transformers keeps it in layer 0 and hands layer 0's
+      # ungated bias on to the others (each gates it itself), which is the same function.
+      # Held here it also survives LayerDrop skipping layer 0.
+      position_bias = RelativePositionBias(
+          cfg.num_heads,
+          cfg.relative_position_buckets,
+          cfg.relative_position_max_distance,
+          name="relative_position",
+      )(x.shape[1])
     layer_class = _layer_class()
     run_layers = cfg.num_layers if num_layers is None else num_layers
     for i in range(cfg.num_layers):
       if i >= run_layers:
         break
       hidden_states.append(x)
-      layer_out = constrain(layer_class(cfg, name=f"layer_{i}")(x, frame_valid, deterministic))
+      layer = layer_class(cfg, name=f"layer_{i}")
+      layer_out = constrain(layer(x, frame_valid, deterministic, position_bias))
       if not deterministic and cfg.layerdrop > 0.0:
         # LayerDrop: the whole layer is skipped for the batch with probability `layerdrop`.
         keep = jax.random.uniform(self.make_rng("dropout")) >= cfg.layerdrop

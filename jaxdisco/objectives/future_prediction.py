@@ -15,7 +15,7 @@ tests/test_fairseq_parity.py measures it.)
 With `infonce` (the reference's `--infonce`, which its wav2vec 1.0 model and criterion support)
 each pair's loss is the cross-entropy of picking the positive among the 1 + K candidates
 instead. Its gradient ignores a logit shift shared by all candidates, which the binary loss
-does not: see `train/vq_wav2vec_defaults.py` for why the demo configs use it.
+does not: see `methods/vq_wav2vec.py` for why the demo configs use it.
 
 Accuracy is counted as the reference's criterion does (`argmax == 0` and not `argmin == 0`):
 the positive scores at least as high as every distractor, and not all candidates tie.

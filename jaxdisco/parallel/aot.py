@@ -10,20 +10,17 @@ and optimizer bytes for the memory table (`benchmarks/memory_table.py`).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 from flax import linen as nn
 
-from jaxdisco.objectives.wav2vec2 import pretraining_loss
+from jaxdisco import methods
 from jaxdisco.parallel import layout as layout_lib
 from jaxdisco.parallel import mesh as mesh_lib
 from jaxdisco.parallel import rules as rules_lib
-from jaxdisco.train.config_checks import check_pretrain_config
 from jaxdisco.train.optimizer import learning_rate_schedule, make_optimizer
-from jaxdisco.train.step import make_train_step
+from jaxdisco.train.step import jit_steps
 
 
 @dataclasses.dataclass
@@ -47,7 +44,8 @@ def lower_train_step(
     lower: bool = True,
     platform: str = "tpu",
 ) -> AotResult:
-  """Lowers the train step of `config` on an abstract mesh of `num_devices`.
+  """Lowers the train step of `config`'s method (its `jaxdisco.methods` declaration: model,
+  loss, batch fields) on an abstract mesh of `num_devices`.
 
   `config.parallel` gives the mesh sizes (-1 fills). The batch is `per_device_batch` rows per
   batch-parallel device (per micro-batch) at the config's crop length.
@@ -58,15 +56,15 @@ def lower_train_step(
   batch_size = batch_ways * per_device_batch * config.train.grad_accum_steps
   config = config.copy_and_resolve_references()
   config.data.batch_size = batch_size  # The config's own batch need not divide a pod's mesh.
-  model_config = check_pretrain_config(config, num_devices)
+  model_config = methods.check_config(config, num_devices)
+  method = methods.get_method(config.get("method", "wav2vec2"))
   optimizer = make_optimizer(config.optim, config.train.num_steps)
   schedule = learning_rate_schedule(config.optim, config.train.num_steps)
   crop = config.data.crop_samples
 
-  from jaxdisco.train.pretrain import boxed_init_fn  # Avoid an import cycle at module load.
-  from jaxdisco.train.state import TrainState
+  from jaxdisco.train.state import TrainState  # Avoid an import cycle at module load.
 
-  init = boxed_init_fn(model_config, (1, crop), config.train.seed)
+  init = method.boxed_init_fn(model_config, config, (1, crop), config.train.seed)
   boxed = jax.eval_shape(lambda: TrainState.create(init(), optimizer, jax.random.key(0)))
   shardings = rules_lib.tree_shardings(boxed, amesh, rules)
   state = jax.tree.map(
@@ -79,28 +77,11 @@ def lower_train_step(
   if lower:
     batch_sharding = rules_lib.batch_sharding(amesh, rules)
     batch = {
-        "waveform": jax.ShapeDtypeStruct((batch_size, crop), jnp.float32, sharding=batch_sharding),
-        "padding_mask": jax.ShapeDtypeStruct(
-            (batch_size, crop), jnp.bool_, sharding=batch_sharding
-        ),
+        k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
+        for k, v in method.example_batch(config, batch_size, crop).items()
     }
-    loss_fn = functools.partial(
-        pretraining_loss, model_config=model_config, objective=config.objective
-    )
-    loss_fn = lambda p, b, k, s, t, _f=loss_fn: _f(p, b, k, s, train=t)
-    step = jax.jit(
-        make_train_step(
-            loss_fn,
-            optimizer,
-            schedule,
-            grad_accum_steps=config.train.grad_accum_steps,
-            batch_sharding=batch_sharding,
-            remat=config.train.remat,
-        ),
-        in_shardings=(shardings, batch_sharding),
-        out_shardings=(shardings, None),
-        donate_argnums=0,
-    )
+    loss_fn = method.loss_fn(model_config, config)
+    step, _ = jit_steps(loss_fn, optimizer, schedule, config.train, shardings, batch_sharding)
     with jax.sharding.use_abstract_mesh(amesh), nn.logical_axis_rules(rules):
       # Lowering for TPU needs no TPU: only compiling does.
       lowered = step.trace(state, batch).lower(lowering_platforms=(platform,))

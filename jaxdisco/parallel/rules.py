@@ -28,6 +28,7 @@ DEFAULT_RULES = (
     ("embed", "fsdp"),
     ("mlp", "tensor"),
     ("heads", "tensor"),
+    ("position_buckets", None),  # WavLM's bias table [buckets, heads]: split by heads only.
     ("conv_out", "fsdp"),
     ("conv_in", "tensor"),
     ("vocab", "tensor"),

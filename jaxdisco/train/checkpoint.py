@@ -20,7 +20,7 @@ from etils import epath
 
 from jaxdisco.errors import CheckpointError, MissingFileError
 from jaxdisco.train import config_compat
-from jaxdisco.train import methods
+from jaxdisco import methods
 
 log = logging.getLogger("jaxdisco")
 
@@ -139,7 +139,7 @@ def find_checkpoint(path: epath.Path) -> tuple[epath.Path, dict]:
 class LoadedCheckpoint(NamedTuple):
   """A training checkpoint's parameters for inference."""
 
-  method: str  # "wav2vec2", "hubert", "vq_wav2vec" (a `train.methods` name).
+  method: str  # "wav2vec2", "hubert", "vq_wav2vec" (a `jaxdisco.methods` name).
   config: Any  # The method's typed model config (ModelConfig, VqWav2VecConfig).
   params: dict  # {'params': ...} in the pretraining layout.
   step: int

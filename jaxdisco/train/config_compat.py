@@ -32,7 +32,7 @@ def _json(value):
 
 
 def schema_defaults(method) -> dict[str, Any]:
-  """Config block -> {field: default} for a `train.methods.Method`: its default config, with
+  """Config block -> {field: default} for a `jaxdisco.methods.Method`: its default config, with
   the `model` block from its typed model config (the code that reads that block)."""
   defaults = _json(method.defaults().to_dict())
   defaults["model"] = without_compute_only(_json(method.model_config_type().to_dict()))

@@ -1,14 +1,18 @@
 """The HuBERT iteration loop as one resumable function: `run_hubert_loop(config, workdir)`.
 
+The model of both iterations is the config's method: any method trained on pseudo-labels
+(`Method.uses_labels`: HuBERT, WavLM). To train one on another's units, point `jaxdisco
+pretrain` at a finished loop's `kmeans_it1/` labels (`labels.train`, `objective.label_rate`).
+
 Stages, each in its own subdirectory of `workdir`:
 
   1. `mfcc/`            39-d MFCCs (100 Hz) of data.train_manifest (and data.valid_manifest)
   2. `kmeans_mfcc/`     k-means(loop.mfcc_k) on loop.kmeans_fraction of the train utterances;
                         `{split}.km` + `dict.km.txt`: iteration-1 targets
-  3. `train_it1/`       HuBERT iteration 1 (loop.steps[0] steps, labels at loop.mfcc_label_rate)
+  3. `train_it1/`       iteration 1 (loop.steps[0] steps, labels at loop.mfcc_label_rate)
   4. `features_it1/`    hidden_states[loop.layer] of the iteration-1 model (50 Hz)
   5. `kmeans_it1/`      k-means(loop.layer_k) of them: iteration-2 targets
-  6. `train_it2/`       HuBERT iteration 2 from scratch (loop.steps[1] steps, labels at
+  6. `train_it2/`       iteration 2 from scratch (loop.steps[1] steps, labels at
                         loop.feature_label_rate)
   7. `features_it2/`    (loop.evaluate_iteration2) hidden_states[loop.layer] of iteration 2
   8. `kmeans_it2/`      k-means(loop.layer_k) of them (targets for a third iteration)
@@ -55,10 +59,12 @@ from jaxdisco.evaluation import units as units_lib
 from jaxdisco.evaluation import units_table
 from jaxdisco.models.config import without_compute_only
 from jaxdisco.models.hidden_states import DEFAULT_HIDDEN_STATES_CONVENTION
+from jaxdisco import methods
+from jaxdisco.errors import ConfigError
+from jaxdisco.methods import check_config
+from jaxdisco.methods.checks import require as _require
+from jaxdisco.methods.hubert import hubert_loop_defaults
 from jaxdisco.train import config_compat
-from jaxdisco.train import methods
-from jaxdisco.train.config_checks import ConfigError, check_pretrain_config
-from jaxdisco.train.hubert_defaults import hubert_loop_defaults
 
 MARKER = "done.json"
 
@@ -73,11 +79,6 @@ class Stage:
   title: str
   run: Callable[[epath.Path], dict]  # Writes the stage's outputs into its directory.
   inputs: dict  # What its outputs depend on; checked against the marker on re-runs.
-
-
-def _require(condition: bool, message: str) -> None:
-  if not condition:
-    raise ConfigError(message)
 
 
 def _with_loop_defaults(config) -> ml_collections.ConfigDict:
@@ -95,8 +96,11 @@ def check_loop_config(config) -> ml_collections.ConfigDict:
   """Checks the fields the loop reads; returns the config with loop defaults filled in."""
   config = _with_loop_defaults(config)
   loop, data = config.loop, config.data
+  trained_on_labels = [m for m in methods.METHODS if methods.get_method(m).uses_labels]
   _require(
-      config.get("method") == "hubert", f"method: the loop trains HuBERT, got {config.method!r}"
+      methods.get_method(config.get("method", "wav2vec2")).uses_labels,
+      f"method: the loop trains a method of pseudo-labels ({', '.join(trained_on_labels)}), "
+      f"got {config.get('method', 'wav2vec2')!r}",
   )
   for field in ("train_manifest", "valid_manifest"):
     path = data[field]
@@ -122,14 +126,14 @@ def check_loop_config(config) -> ml_collections.ConfigDict:
       loop.mfcc_label_rate == mfcc.FRAME_RATE,
       f"loop.mfcc_label_rate: MFCCs are {mfcc.FRAME_RATE:g} Hz, got {loop.mfcc_label_rate}",
   )
-  stride = check_pretrain_config(_iteration_config(config, 0, "-", 2)).frame_stride
+  stride = check_config(_iteration_config(config, 0, "-", 2)).frame_stride
   model_rate = data.sample_rate / stride
   _require(
       loop.feature_label_rate == model_rate,
       f"loop.feature_label_rate: the model's frames are data.sample_rate / conv stride = "
       f"{data.sample_rate} / {stride} = {model_rate:g} Hz, got {loop.feature_label_rate}",
   )
-  check_pretrain_config(_iteration_config(config, 1, "-", 2))
+  check_config(_iteration_config(config, 1, "-", 2))
   _require(
       0 < loop.kmeans_fraction <= 1,
       f"loop.kmeans_fraction: expected (0, 1], got {loop.kmeans_fraction}",
@@ -440,7 +444,7 @@ def run_hubert_loop(config, workdir, *, stop_after_stage: Optional[int] = None) 
   """Runs (or resumes) the whole HuBERT loop in `workdir`; see the module doc.
 
   Args:
-    config: a HuBERT config (configs/hubert_demo.py, configs/hubert_base_iter1.py, ...).
+    config: a HuBERT or WavLM config (configs/hubert_demo.py, configs/wavlm_demo.py, ...).
     workdir: local directory (or bucket path) holding one subdirectory per stage.
     stop_after_stage: return after this stage number (1-based), as if interrupted there.
 

@@ -50,13 +50,6 @@ _TRAINING_ONLY_FIELDS = frozenset(
 # Typed model-config fields that shape only the pretraining heads: not compared when the source
 # has none of them (a Hugging Face HuBERT or Wav2Vec2Model directory does not record final_dim).
 _HEAD_ONLY_FIELDS = frozenset({"final_dim", "latent_vars", "latent_groups", "latent_dim"})
-# Optional heads per method: kept fresh (and said so) when the source lacks them or their shape
-# differs from the run's.
-HEADS = {
-    "wav2vec2": ("quantizer", "project_q", "final_proj"),
-    "hubert": ("final_proj", "label_embeddings"),
-    "vq_wav2vec": (),
-}
 
 
 class SourceWeights(NamedTuple):
@@ -70,7 +63,7 @@ class SourceWeights(NamedTuple):
 
 
 def initialize_from(path: str, state, method, model_config, *, say: Callable[[str], None]):
-  """`train.init_from`: the fresh sharded `state` of a run (`method`: a train.methods Method;
+  """`train.init_from`: the fresh sharded `state` of a run (`method`: a jaxdisco.methods Method;
   `model_config`: the run's typed model config) with the weights at `path`."""
   source = load_source(path)
   check_architecture(source, method, model_config, f"train.init_from={path}")
@@ -111,7 +104,7 @@ def load_source(path: str) -> SourceWeights:
 
 
 def architecture_fields(method) -> tuple[str, ...]:
-  """The typed model fields a source must share with the run (`method`: a train.methods
+  """The typed model fields a source must share with the run (`method`: a jaxdisco.methods
   Method): those of its config schema, less the training-only ones."""
   schema = method.defaults().model
   return tuple(
@@ -129,7 +122,7 @@ def check_architecture(source: SourceWeights, method, model_config, where: str) 
         f"method={method.name!r}"
     )
   problems = []
-  has_heads = any(head in _inner(source.params) for head in HEADS[method.name])
+  has_heads = any(head in _inner(source.params) for head in method.head_params)
   for name in architecture_fields(method):
     if name in _HEAD_ONLY_FIELDS and not has_heads:
       continue
@@ -156,7 +149,7 @@ def initialize_state(state, source: SourceWeights, method, *, say: Callable[[str
   and counters stay fresh: Adam's moments start at zero whatever the parameters."""
   ours = traverse_util.flatten_dict(state.params["params"])
   theirs = traverse_util.flatten_dict(_inner(source.params))
-  heads = HEADS[method.name]
+  heads = method.head_params
   reinitialised: dict[str, str] = {}
   problems = []
   new = {}

@@ -1,5 +1,5 @@
-"""Pretraining (wav2vec 2.0, HuBERT): `train_and_evaluate(config, workdir)`, called by the CLI
-and Colab."""
+"""Pretraining of any `jaxdisco.methods` method: `train_and_evaluate(config, workdir)`, called by
+the CLI and Colab."""
 
 from __future__ import annotations
 
@@ -31,13 +31,12 @@ from jaxdisco.parallel import mesh as mesh_lib
 from jaxdisco.parallel import rules as rules_lib
 from jaxdisco.train import checkpoint as ckpt
 from jaxdisco.train import init_from as init_from_lib
-from jaxdisco.train import methods
-from jaxdisco.train.config_checks import check_pretrain_config
+from jaxdisco import methods
 from jaxdisco.train.metrics import MetricsWriter, Progress
 from jaxdisco.train.optimizer import learning_rate_schedule, make_optimizer
 from jaxdisco.train.plot import plot_curves
 from jaxdisco.train.state import sharded_state_factory
-from jaxdisco.train.step import make_eval_step, make_train_step
+from jaxdisco.train.step import jit_steps
 
 log = logging.getLogger("jaxdisco")
 
@@ -104,11 +103,10 @@ def _mean_metrics(history: list[dict]) -> dict[str, float]:
   return {k: float(np.mean([m[k] for m in stacked])) for k in stacked[0]}
 
 
-def _evaluate(eval_step, params, config, to_device, fields) -> dict[str, float]:
+def _evaluate(eval_step, params, config, to_device, method) -> dict[str, float]:
   """Masked-frame-weighted means over the validation set (fixed masks, no dropout)."""
   data = config.data
-  labels = config.get("labels")
-  hubert = config.get("method", "wav2vec2") == "hubert"
+  labels = config.get("labels") if method.uses_labels else None
   ds = pipeline.make_eval_dataset(
       data.valid_manifest,
       batch_size=multihost.global_batch_to_local(data.batch_size),
@@ -117,8 +115,8 @@ def _evaluate(eval_step, params, config, to_device, fields) -> dict[str, float]:
       sample_rate=data.sample_rate,
       process_index=jax.process_index(),
       process_count=jax.process_count(),
-      labels=labels.valid if hubert else None,
-      label_rate=config.objective.label_rate if hubert else None,
+      labels=labels.valid if labels else None,
+      label_rate=config.objective.label_rate if labels else None,
   )
   totals, weight = {}, 0.0
   for batch in ds:
@@ -126,7 +124,11 @@ def _evaluate(eval_step, params, config, to_device, fields) -> dict[str, float]:
         eval_step(
             params,
             to_device(
-                {k: v for k, v in batch.items() if k in fields and k not in ("mask", "negatives")}
+                {
+                    k: v
+                    for k, v in batch.items()
+                    if k in method.batch_fields and k not in ("mask", "negatives")
+                }
             ),
         )
     )
@@ -187,13 +189,13 @@ def _preempted(step: int, signal_flag: bool) -> bool:
 
 
 def train_and_evaluate(config, workdir, *, stop_after: int | None = None) -> dict[str, Any]:
-  """Trains wav2vec 2.0 from `config` in `workdir`, resuming from its latest checkpoint.
+  """Trains `config.method` from `config` in `workdir`, resuming from its latest checkpoint.
 
   `stop_after` behaves like a preemption (SIGTERM) arriving after that step: save and return.
   Returns a summary: final step, last logged metrics, paths of checkpoints/metrics/plot.
   """
   distributed.initialize_from_env()
-  model_config = check_pretrain_config(config)
+  model_config = methods.check_config(config)
   workdir = epath.Path(workdir)
   if "://" not in str(workdir):
     workdir = epath.Path(os.path.abspath(workdir))  # Orbax needs absolute paths.
@@ -214,10 +216,11 @@ def train_and_evaluate(config, workdir, *, stop_after: int | None = None) -> dic
       else None
   )
   method = methods.get_method(config.get("method", "wav2vec2"))
-  labels = config.get("labels")
-  label_rate = objective.get("label_rate") if method.name == "hubert" else None
   iterator, num_utterances, hours = _make_train_iterator(
-      data, masking, labels.train if labels else None, label_rate
+      data,
+      masking,
+      config.labels.train if method.uses_labels else None,
+      objective.label_rate if method.uses_labels else None,
   )
 
   mesh = mesh_lib.make_mesh(config.parallel)
@@ -261,20 +264,9 @@ def train_and_evaluate(config, workdir, *, stop_after: int | None = None) -> dic
       state = init_from_lib.initialize_from(init_from, state, method, model_config, say=_log)
 
   loss_fn = method.loss_fn(model_config, config)
-  train_step = jax.jit(
-      make_train_step(
-          loss_fn,
-          optimizer,
-          schedule,
-          grad_accum_steps=train.grad_accum_steps,
-          batch_sharding=batch_sharding,
-          remat=train.remat,
-      ),
-      in_shardings=(state_sharding, batch_sharding),
-      out_shardings=(state_sharding, None),
-      donate_argnums=0,
+  train_step, eval_step = jit_steps(
+      loss_fn, optimizer, schedule, train, state_sharding, batch_sharding
   )
-  eval_step = jax.jit(make_eval_step(loss_fn), in_shardings=(state_sharding.params, batch_sharding))
   train_step = distributed.run_in_lockstep(train_step, "train_step")
   eval_step = distributed.run_in_lockstep(eval_step, "eval_step")
 
@@ -322,7 +314,7 @@ def train_and_evaluate(config, workdir, *, stop_after: int | None = None) -> dic
                 f"{manager.latest_step()} in {ckpt.checkpoint_dir(workdir)}"
             )
         if data.valid_manifest and (step % train.eval_every == 0 or step == total_steps):
-          valid = _evaluate(eval_step, state.params, config, to_device, method.batch_fields)
+          valid = _evaluate(eval_step, state.params, config, to_device, method)
           writer.write(step, valid, prefix="valid_")
           _log(
               f"  valid @ {step}: loss {valid['loss']:.3f} | acc {valid['accuracy']:.3f}"

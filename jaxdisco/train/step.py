@@ -154,3 +154,25 @@ def make_eval_step(loss_fn: LossFn, seed: int = 0):
     return metrics
 
   return evaluate
+
+
+def jit_steps(loss_fn: LossFn, optimizer, schedule, train, state_sharding, batch_sharding):
+  """(train_step, eval_step) jitted as every run compiles them: the state sharded and donated
+  (the new state is written in place), the batch sharded, `train.grad_accum_steps` and
+  `train.remat` applied. The trainer runs these; `parallel.plan` and `parallel.aot` compile
+  them for TPU, so what they measure is what runs."""
+  train_step = jax.jit(
+      make_train_step(
+          loss_fn,
+          optimizer,
+          schedule,
+          grad_accum_steps=train.grad_accum_steps,
+          batch_sharding=batch_sharding,
+          remat=train.remat,
+      ),
+      in_shardings=(state_sharding, batch_sharding),
+      out_shardings=(state_sharding, None),
+      donate_argnums=0,
+  )
+  eval_step = jax.jit(make_eval_step(loss_fn), in_shardings=(state_sharding.params, batch_sharding))
+  return train_step, eval_step

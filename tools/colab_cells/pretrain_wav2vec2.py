@@ -21,7 +21,7 @@ CELLS = [
         ## The config
 
         An `ml_collections.ConfigDict`: every field is documented in
-        `jaxdisco/train/defaults.py` and can be changed here before training, exactly like
+        `jaxdisco/methods/run_defaults.py` and the method modules and can be changed here before training, exactly like
         `--config.field=value` on the command line.
         """),
     code("""

@@ -1,10 +1,17 @@
-"""Default HuBERT pretraining config (BASE, iteration 1 on MFCC k-means labels)."""
+"""HuBERT (arXiv 2106.07447): masked prediction of offline k-means pseudo-labels, iterated
+(MFCC k-means, then k-means of a layer of the previous iteration's model: `jaxdisco
+hubert-iterate`). BASE iteration-1 defaults."""
 
 from __future__ import annotations
 
 import ml_collections
 
-from jaxdisco.train.defaults import wav2vec2_defaults
+from jaxdisco.methods import checks
+from jaxdisco.methods.base import Method
+from jaxdisco.methods.wav2vec2 import wav2vec2_defaults
+from jaxdisco.models.config import ModelConfig
+from jaxdisco.models.hubert import HubertForPretraining
+from jaxdisco.objectives import hubert
 
 
 def hubert_defaults() -> ml_collections.ConfigDict:
@@ -65,3 +72,34 @@ def hubert_loop_defaults() -> ml_collections.ConfigDict:
   loop.valid_alignments = ""  # ... of data.valid_manifest.
   loop.utterances_per_shard = 256  # Feature dump shard size (resumable unit of a dump).
   return loop
+
+
+def check_hubert_config(config) -> ModelConfig:
+  model = checks.typed_model_config(config, ModelConfig)
+  checks.check_masked_prediction(config, model)
+  checks.check_labels(config)
+  return model
+
+
+def build_hubert(model_config, config) -> HubertForPretraining:
+  return HubertForPretraining(
+      model_config, (config.labels.num_classes,), config.objective.untie_final_proj
+  )
+
+
+METHOD = Method(
+    name="hubert",
+    defaults=hubert_defaults,
+    check=check_hubert_config,
+    build_model=build_hubert,
+    loss=hubert.pretraining_loss,
+    loss_kwargs=lambda config: {"num_classes": (config.labels.num_classes,)},
+    batch_fields=("waveform", "padding_mask", "mask", "labels"),
+    uses_labels=True,
+    # K sizes the label embeddings; untying gives final_proj one slice per label set.
+    param_fields=("labels.num_classes", "objective.untie_final_proj"),
+    param_keys=frozenset({"label_embeddings"}),
+    head_params=("final_proj", "label_embeddings"),
+    model_type="hubert",
+    hf_model_type="hubert",
+)

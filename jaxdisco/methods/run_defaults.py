@@ -1,33 +1,18 @@
-"""Default wav2vec 2.0 pretraining config (BASE, LibriSpeech 960 h); files in configs/ start
-from it and override what differs. Every field is documented here, once."""
+"""The blocks of a run config every method shares: data, optim, train, parallel (wav2vec 2.0
+BASE values, LibriSpeech 960 h). A method's `defaults()` starts from `run_defaults()` and adds
+its `model` and `objective` blocks (and changes what its recipe changes). Every shared field is
+documented here, once; method fields in the method's module."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import ml_collections
 
-from jaxdisco.models.config import ModelConfig
 from jaxdisco.parallel.rules import DEFAULT_RULES
 
 
-def wav2vec2_defaults() -> ml_collections.ConfigDict:
+def run_defaults(method: str) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.method = "wav2vec2"
-  c.model = ml_collections.ConfigDict(dataclasses.asdict(ModelConfig()))
-
-  c.objective = ml_collections.ConfigDict()
-  c.objective.mask_prob = 0.65  # Fraction of frames that start a span (spans overlap: ~49% masked).
-  c.objective.mask_length = 10  # Span length in frames.
-  c.objective.min_masks = 2
-  c.objective.require_same_masks = True  # Trim masks to the batch's smallest count.
-  c.objective.num_negatives = 100  # Distractors per masked frame, from the same utterance.
-  c.objective.cross_sample_negatives = 0  # Extra distractors from the whole batch.
-  c.objective.logit_temperature = 0.1
-  c.objective.diversity_weight = 0.1
-  c.objective.feature_penalty_weight = 10.0
-  c.objective.gumbel_temperature = (2.0, 0.5, 0.999995)  # (start, end, decay per update).
-
+  c.method = method  # A `jaxdisco.methods` name: selects model, loss, checks and exports.
   c.data = ml_collections.ConfigDict()
   c.data.train_manifest = ""  # fairseq-style .tsv (first line: root dir) or a prepare-data dir.
   c.data.valid_manifest = ""  # Optional; evaluated every train.eval_every steps.
@@ -92,29 +77,3 @@ def wav2vec2_defaults() -> ml_collections.ConfigDict:
   return c
 
 
-def demo_backbone(m: ml_collections.ConfigDict) -> None:
-  """The CPU-demo backbone shared by configs/demo.py and configs/hubert_demo.py: a 64-channel
-  layer-norm conv encoder with bias and a pre-LN Transformer 128 wide (LARGE-style norms: BASE's
-  group-norm encoder trains too slowly at this size). The configs set depth and heads."""
-  m.conv_layers = "[(64, 10, 5)] + [(64, 3, 2)] * 4 + [(64, 2, 2)] * 2"
-  m.extractor_mode = "layer_norm"
-  m.conv_bias = True
-  m.layer_norm_first = True
-  m.embed_dim, m.num_heads, m.ffn_dim = 128, 4, 512
-  m.pos_conv_kernel, m.pos_conv_groups = 32, 8
-  m.dropout = m.attention_dropout = 0.05
-  m.dropout_input = m.dropout_features = 0.05
-
-
-def demo_data(data: ml_collections.ConfigDict) -> None:
-  """The CPU demos' data block (configs/demo.py, hubert_demo.py, the vq-wav2vec demos): the
-  shipped corpus, 1 s crops of normalized audio, batch 8, every file's header read at start."""
-  from jaxdisco.assets import demo_corpus_dir  # pylint: disable=g-import-not-at-top
-
-  corpus = demo_corpus_dir()
-  data.train_manifest = str(corpus / "train.tsv")
-  data.valid_manifest = str(corpus / "valid.tsv")
-  data.crop_samples = data.min_samples = 16_000  # 1 s.
-  data.normalize = True
-  data.batch_size = 8
-  data.verify_files = True

@@ -1,20 +1,25 @@
-"""Default vq-wav2vec pretraining config (gumbel, LibriSpeech 960 h, the reference's recipe).
-
-Data, parallelism and train-loop fields are wav2vec 2.0's (documented in `defaults.py`); the
-model block is `VqWav2VecConfig` and the objective block is the one below.
+"""vq-wav2vec (arXiv 1910.05453): a wav2vec 1.0 conv encoder and aggregator trained by future
+prediction against gumbel or online k-means quantized targets (the reference's recipe,
+LibriSpeech 960 h). Data, parallelism and train-loop fields are the shared ones
+(`run_defaults.py`); the model block is `VqWav2VecConfig` and the objective block the one below.
 """
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import ml_collections
 
+from jaxdisco.methods import checks
+from jaxdisco.methods.base import Method
+from jaxdisco.methods.demo_settings import demo_data
+from jaxdisco.methods.run_defaults import run_defaults
 from jaxdisco.models.vq_wav2vec_config import VqWav2VecConfig
-from jaxdisco.train.defaults import demo_data, wav2vec2_defaults
+from jaxdisco.models.wav2vec1 import VqWav2Vec
+from jaxdisco.objectives import vq_wav2vec
 
 
 def vq_wav2vec_defaults() -> ml_collections.ConfigDict:
-  c = wav2vec2_defaults()
-  c.method = "vq_wav2vec"
+  c = run_defaults("vq_wav2vec")
   c.model = ml_collections.ConfigDict(VqWav2VecConfig().to_dict())
 
   c.objective = ml_collections.ConfigDict()
@@ -78,3 +83,50 @@ def vq_wav2vec_demo(c: ml_collections.ConfigDict) -> None:
   c.train.eval_every = 500
   c.train.checkpoint_every = 500
   c.train.keep_checkpoints = 1
+
+
+def check_vq_wav2vec_config(config) -> VqWav2VecConfig:
+  """The vq-wav2vec fields; returns the typed model config."""
+  model = checks.typed_model_config(config, VqWav2VecConfig)
+  data, obj = config.data, config.objective
+  checks.require(
+      not data.masks_in_pipeline,
+      "data.masks_in_pipeline: vq-wav2vec has no masks (distractors are drawn in the step); "
+      "set it to False",
+  )
+  shortest = max(data.min_samples, model.receptive_field)
+  frames = model.num_frames(shortest)
+  checks.require(
+      frames >= model.prediction_offset + 2,
+      f"data.min_samples ({data.min_samples}) gives {frames} frames: need at least "
+      f"model.offset + 2 = {model.prediction_offset + 2} so that some frame has a target and a "
+      "distractor. Raise data.min_samples.",
+  )
+  checks.require(
+      obj.num_negatives >= 1, f"objective.num_negatives: expected >= 1, got {obj.num_negatives}"
+  )
+  checks.require(
+      obj.kmeans_gamma >= 0, f"objective.kmeans_gamma: expected >= 0, got {obj.kmeans_gamma}"
+  )
+  checks.require(
+      obj.quantizer_weight >= 0,
+      f"objective.quantizer_weight: expected >= 0, got {obj.quantizer_weight}",
+  )
+  checks.check_gumbel_temperature(obj)
+  return model
+
+
+METHOD = Method(
+    name="vq_wav2vec",
+    defaults=vq_wav2vec_defaults,
+    check=check_vq_wav2vec_config,
+    build_model=lambda model_config, config: VqWav2Vec(model_config, config.objective.kmeans_gamma),
+    loss=vq_wav2vec.pretraining_loss,
+    batch_fields=("waveform", "padding_mask"),
+    init_inputs=lambda batch_shape: ((jnp.zeros(batch_shape, jnp.float32),), {}),
+    model_config_type=VqWav2VecConfig,
+    param_keys=frozenset({"step_projection"}),
+    model_type="vq_wav2vec",
+    # Units are its own quantizer's codes; there is no transformers counterpart.
+    unit_kinds=("vq_wav2vec",),
+)
