@@ -3,6 +3,16 @@
 purity of units against phone alignments; with `--baseline`, also the PNMI gain over B on the
 utterances both cover, with its paired-bootstrap spread over utterances.
 
+Next to PNMI it prints the units' bitrate and code usage (`jaxdisco.evaluation.unit_stats`:
+tokens/s x entropy, the ZeroSpeech bitrate, and tokens/s x log2 K, before and after merging
+repeats; mean run length; codes used and perplexity). With `--abx`, the ABX error rates
+(`jaxdisco.evaluation.abx`, ZeroSpeech 2021 / libri-light; within / across speaker, within /
+any context) of the units (identity distance) and, given `--features DIR` (a feature dump of
+`jaxdisco.clustering.features`), of those features (angular distance). Items come from
+`--items FILE` or are made from the alignments' triphones, with speakers from `--speakers`
+(JSONL `{"id", "speaker"}` or the demo corpus' `meta.jsonl` with `voice`; default: the id up to
+its first '-', LibriSpeech style).
+
 The `.km` lines are matched to alignment ids through `--manifest` (the lines follow manifest
 order, as fairseq writes them) or, without it, through the sidecar `X.km.ids` that jaxdisco
 writes. See `jaxdisco.evaluation.units` for the frame convention.
@@ -33,6 +43,26 @@ _BASELINE = flags.DEFINE_string(
 _BASELINE_RATE = flags.DEFINE_float(
     "baseline-frame-rate", None, "Frame rate of --baseline; default --frame-rate."
 )
+_VOCAB = flags.DEFINE_integer(
+    "vocab-size", None, "Codebook size K for the bitrate; default: largest unit + 1."
+)
+_ABX = flags.DEFINE_boolean("abx", False, "Also ABX error rates (ZeroSpeech 2021 / libri-light).")
+_ITEMS = flags.DEFINE_string(
+    "items", None, "ABX item file; default: triphones of --alignments (written to --save-items)."
+)
+_SAVE_ITEMS = flags.DEFINE_string("save-items", None, "Where to write the item file made.")
+_SPEAKERS = flags.DEFINE_string(
+    "speakers", None, 'JSONL {"id", "speaker"} (or "voice"); default: id up to its first "-".'
+)
+_SPAN = flags.DEFINE_enum(
+    "abx-span", "triphone", ["triphone", "phone"], "Frames of an item: its triphone or phone."
+)
+_FEATURES = flags.DEFINE_string(
+    "features", None, "A feature dump directory (meta.json + shards) for ABX on features."
+)
+_FEATURE_RATE = flags.DEFINE_float(
+    "features-frame-rate", None, "Frame rate of --features; default --frame-rate."
+)
 
 
 def main(argv):
@@ -61,6 +91,15 @@ def main(argv):
       f"H(phone)        {metrics['phone_entropy']:.4f} nats\n"
       f"I(phone; unit)  {metrics['mutual_info']:.4f} nats"
   )
+  from jaxdisco.evaluation import unit_stats  # pylint: disable=g-import-not-at-top
+
+  km_units, _ = units.read_km_with_ids(_UNITS.value, _MANIFEST.value)
+  stats = unit_stats.unit_statistics(
+      km_units, frame_rate=_FRAME_RATE.value, vocab_size=_VOCAB.value
+  )
+  print(unit_stats.format_statistics(stats, _FRAME_RATE.value))
+  if _ABX.value:
+    _print_abx()
   if _PLOT.value:
     units.plot_cooccurrence(phones, unit_frames, _PLOT.value, title=_UNITS.value)
     print(f"plot            {_PLOT.value}")
@@ -92,3 +131,28 @@ def _gain_over_baseline() -> dict:
       for path, r in sides
   )
   return bootstrap.pnmi_gain(before, after)
+
+
+def _print_abx() -> None:
+  from jaxdisco.clustering import features as features_lib  # pylint: disable=g-import-not-at-top
+  from jaxdisco.evaluation import abx, abx_items, units  # pylint: disable=g-import-not-at-top
+
+  if _ITEMS.value:
+    items = abx_items.read_item_file(_ITEMS.value)
+  else:
+    alignments = units.read_alignments(_ALIGNMENTS.value)
+    speakers = abx_items.read_speakers(_SPEAKERS.value, alignments)
+    items = abx_items.triphone_items(alignments, speakers, span=_SPAN.value)
+    if _SAVE_ITEMS.value:
+      abx_items.write_item_file(_SAVE_ITEMS.value, items)
+  km_units, ids = units.read_km_with_ids(_UNITS.value, _MANIFEST.value)
+  sources = [("units", dict(zip(ids, km_units)), _FRAME_RATE.value)]
+  if _FEATURES.value:
+    features, feature_ids = features_lib.load_layer_features(_FEATURES.value)
+    rate = _FEATURE_RATE.value or _FRAME_RATE.value
+    sources.append(("features", dict(zip(feature_ids, features)), rate))
+  source = f"from {_ITEMS.value}" if _ITEMS.value else f"{_SPAN.value}s of the alignments"
+  print(f"ABX items       {len(items)} ({source})")
+  for name, data, rate in sources:
+    scores = abx.abx_error_rates(data, items, frame_rate=rate)
+    print(f"ABX {name:<11} " + abx.format_scores(scores))
