@@ -66,6 +66,18 @@ def _tokenize():
   return tokenize
 
 
+def _probe_layers():
+  from jaxdisco.commands import probe_layers
+
+  return probe_layers
+
+
+def _plan():
+  from jaxdisco.commands import plan
+
+  return plan
+
+
 @dataclasses.dataclass(frozen=True)
 class Command:
   load: Callable[[], ModuleType]  # Imports the command's module (and defines its flags).
@@ -78,13 +90,17 @@ COMMANDS = {
     "pretrain": Command(
         _pretrain, "pretrain wav2vec 2.0 / HuBERT / vq-wav2vec from a config", True
     ),
-    "eval-units": Command(_eval_units, "PNMI and purity of units against phone alignments"),
+    "eval-units": Command(
+        _eval_units, "PNMI, purity, bitrate (and --abx: ABX) of units against alignments"
+    ),
     "prepare-data": Command(_prepare_data, "decode a corpus into ArrayRecord shards"),
     "export-tokenizer": Command(_export_tokenizer, "write a frozen tokenizer directory"),
     "tokenize": Command(_tokenize, "unit ids of audio files, folders and manifests"),
+    "probe-layers": Command(_probe_layers, "PNMI and ABX of every layer of a trained model"),
     "hubert-iterate": Command(
         _hubert_iterate, "the whole HuBERT loop (MFCC k-means -> iterations 1 and 2)", True
     ),
+    "plan": Command(_plan, "compile a config for a TPU slice: per-chip HBM, verdict, --fit", True),
 }
 
 
@@ -124,7 +140,7 @@ def command_help(name: str, module: ModuleType) -> str:
     lines += textwrap.wrap(
         "--config.FIELD=VALUE: overrides one field of the config, e.g. "
         "--config.train.num_steps=100 --config.model.num_layers=8 (every field is documented "
-        "in jaxdisco/train/defaults.py, hubert_defaults.py and vq_wav2vec_defaults.py)",
+        "in jaxdisco/methods/: run_defaults.py and one module per method)",
         _WIDTH,
         initial_indent="  ",
         subsequent_indent="      ",

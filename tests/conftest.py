@@ -9,6 +9,10 @@ import pytest
 _CACHE = pathlib.Path(
     os.environ.get("JAXDISCO_TEST_CACHE", pathlib.Path(__file__).parent.parent / ".jax_test_cache")
 )
+# libtpu comes with the [test] extras (tests/test_tpu_plan.py compiles for TPU topologies): on
+# a machine without a TPU, jax would probe for one at start-up in every test process and print
+# libtpu's warnings into the stderr the CLI tests read. Compile-only TPU devices need no backend.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")

@@ -29,6 +29,8 @@ COMMAND_FLAGS = {
     "tokenize": {"--tokenizer": "written by export-tokenizer", "--[no]deduplicate": "Merge"},
     "eval-units": {"--alignments": "JSONL phone alignments", "--frame-rate": "(default: '50.0')"},
     "prepare-data": {"--source": "Manifest .tsv", "--on-error": "<skip|fail>"},
+    "probe-layers": {"--model": "fairseq .pt", "--k": "(default: '50')"},
+    "plan": {"--topology": "TPU slice", "--[no]fit": "largest per-chip batch"},
 }
 
 
