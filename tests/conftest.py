@@ -73,6 +73,22 @@ def shrink_for_tests(config):
   return config
 
 
+def tiny_run_config(name: str = "demo"):
+  """configs/<name>.py of any method shrunk for tests, batch 8, without validation; methods
+  trained on pseudo-labels get random-label shapes (K = 8) and no label file is read."""
+  if name.startswith("vq_wav2vec"):
+    from test_vq_wav2vec import shrink_vq_for_tests  # pylint: disable=g-import-not-at-top
+
+    config = shrink_vq_for_tests(load_config(name))
+  else:
+    config = shrink_for_tests(load_config(name))
+  config.data.batch_size = 8
+  config.data.valid_manifest = ""
+  if "labels" in config:
+    config.labels.train, config.labels.num_classes = "unused.km", 8
+  return config
+
+
 @pytest.fixture
 def tiny_demo_config():
   return shrink_for_tests(load_config("demo"))

@@ -130,19 +130,9 @@ def test_rules_keep_uneven_dimensions_whole():
 
 def _tiny_config(name="demo"):
   sys.path.insert(0, str(HERE))
-  from conftest import load_config, shrink_for_tests
+  from conftest import tiny_run_config
 
-  if name.startswith("vq_wav2vec"):
-    from test_vq_wav2vec import shrink_vq_for_tests
-
-    config = shrink_vq_for_tests(load_config(name))
-  else:
-    config = shrink_for_tests(load_config(name))
-  config.data.batch_size = 8
-  config.data.valid_manifest = ""
-  if "labels" in config:  # Only the label batch shapes matter here: random labels, no file.
-    config.labels.train, config.labels.num_classes = "unused.km", 8
-  return config
+  return tiny_run_config(name)
 
 
 # The demo config of each method, for the sharded == single-device check.

@@ -6,7 +6,7 @@ import json
 import os
 
 import pytest
-from conftest import load_config, run_cli, shrink_for_tests
+from conftest import run_cli, tiny_run_config
 
 from jaxdisco.parallel import tpu
 
@@ -44,12 +44,6 @@ def test_topology_names_follow_cloud_tpu():
     tpu.topology("v5p:2x2x2x2")
 
 
-def _tiny_config():
-  config = shrink_for_tests(load_config("demo"))
-  config.data.batch_size = 8
-  return config
-
-
 @pytest.fixture(scope="module")
 def tiny_plan():
   _require_libtpu()
@@ -58,7 +52,7 @@ def tiny_plan():
   topology = tpu.topology("v5e-4")
   devices = topology.devices()
   assert len(devices) == 4 and {d.platform for d in devices} == {"tpu"}
-  return plan_lib.make_plan(_tiny_config(), topology, config_name="tiny", say=None)
+  return plan_lib.make_plan(tiny_run_config("demo"), topology, config_name="tiny", say=None)
 
 
 def test_tiny_config_compiles_for_v5e_and_reports_per_chip_memory(tiny_plan, tmp_path):
@@ -91,6 +85,22 @@ def test_tiny_config_compiles_for_v5e_and_reports_per_chip_memory(tiny_plan, tmp
   saved = json.loads((tmp_path / "plan.json").read_text())
   assert saved["largest_per_chip_batch"] == {"none": 3}
   assert saved["verdict"] == "fits"
+
+
+@pytest.mark.parametrize("name", ["hubert_demo", "wavlm_demo", "vq_wav2vec_demo_gumbel"])
+def test_every_method_compiles_its_train_step_for_tpu(name):
+  """What `jaxdisco.methods` declares is what is compiled: each method's own model, loss and
+  batch fields (pseudo-labels, WavLM's relative position bias and mixing, vq-wav2vec's
+  future-prediction loss), sharded over a v5p-8's 4 chips."""
+  _require_libtpu()
+  from jaxdisco.parallel import plan as plan_lib
+
+  p = plan_lib.make_plan(
+      tiny_run_config(name), tpu.topology("v5p-8"), programs=("train",), say=None
+  )
+  assert p.method == name.split("_demo")[0] and p.mesh_shape["data"] == 4
+  assert p.train.compiled and p.train.temporaries > 0 and p.fits
+  assert p.train.arguments > p.layout.param_bytes_per_device > 0
 
 
 def test_plan_command_refuses_a_batch_that_does_not_fit(tmp_path):
