@@ -516,23 +516,14 @@ def make_plan(
   batch_sharding = rules_lib.batch_sharding(mesh, rules)
   data, train = config.data, config.train
   per_chip = data.batch_size // (ways * train.grad_accum_steps)
-  from jaxdisco.train.optimizer import learning_rate_schedule, make_optimizer
-  from jaxdisco.train.state import sharded_state_factory
+  from jaxdisco.train.state import run_state_factory
   from jaxdisco.train.step import jit_steps
 
-  optimizer = make_optimizer(config.optim, train.num_steps)
-  schedule = learning_rate_schedule(config.optim, train.num_steps)
   results: dict[str, ProgramMemory] = {}
   found_collectives: list[Collective] = []
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    _, abstract_state, state_sharding = sharded_state_factory(
-        method.boxed_init_fn(
-            model_config, config, (data.batch_size, data.crop_samples), train.seed
-        ),
-        optimizer,
-        lambda: jax.random.key(train.seed + 2),
-        mesh,
-        rules,
+    optimizer, schedule, _, abstract_state, state_sharding = run_state_factory(
+        config, method, model_config, mesh, rules
     )
     layout = layout_lib.state_layout(abstract_state, state_sharding)
     batch = {

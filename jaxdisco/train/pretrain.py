@@ -33,9 +33,8 @@ from jaxdisco.train import checkpoint as ckpt
 from jaxdisco.train import init_from as init_from_lib
 from jaxdisco import methods
 from jaxdisco.train.metrics import MetricsWriter, Progress
-from jaxdisco.train.optimizer import learning_rate_schedule, make_optimizer
 from jaxdisco.train.plot import plot_curves
-from jaxdisco.train.state import sharded_state_factory
+from jaxdisco.train.state import run_state_factory
 from jaxdisco.train.step import jit_steps
 
 log = logging.getLogger("jaxdisco")
@@ -229,17 +228,9 @@ def train_and_evaluate(config, workdir, *, stop_after: int | None = None) -> dic
   to_device = functools.partial(multihost.make_global_batch, mesh_or_sharding=batch_sharding)
 
   total_steps = train.num_steps
-  optimizer = make_optimizer(config.optim, total_steps)
-  schedule = learning_rate_schedule(config.optim, total_steps)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    create_state, abstract_state, state_sharding = sharded_state_factory(
-        method.boxed_init_fn(
-            model_config, config, (data.batch_size, data.crop_samples), train.seed
-        ),
-        optimizer,
-        lambda: jax.random.key(train.seed + 2),
-        mesh,
-        rules,
+    optimizer, schedule, create_state, abstract_state, state_sharding = run_state_factory(
+        config, method, model_config, mesh, rules
     )
   layout = layout_lib.state_layout(abstract_state, state_sharding)
   _log(layout.report())

@@ -54,3 +54,23 @@ def sharded_state_factory(
   )
   create = jax.jit(lambda: nn.meta.unbox(build()), out_shardings=shardings)
   return create, abstract, shardings
+
+
+def run_state_factory(config, method, model_config, mesh, rules):
+  """(optimizer, schedule, create, abstract state, shardings) of a run of `config`: what the
+  trainer trains and `parallel.plan` compiles, from one place so that the two cannot drift
+  (same init shapes, seeds, optimizer). Call under `jax.set_mesh(mesh)` and the rules."""
+  # pylint: disable-next=g-import-not-at-top
+  from jaxdisco.train.optimizer import learning_rate_schedule, make_optimizer
+
+  data, train = config.data, config.train
+  optimizer = make_optimizer(config.optim, train.num_steps)
+  schedule = learning_rate_schedule(config.optim, train.num_steps)
+  create, abstract, sharding = sharded_state_factory(
+      method.boxed_init_fn(model_config, config, (data.batch_size, data.crop_samples), train.seed),
+      optimizer,
+      lambda: jax.random.key(train.seed + 2),
+      mesh,
+      rules,
+  )
+  return optimizer, schedule, create, abstract, sharding
