@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jaxdisco.models.config import ModelConfig
+from jaxdisco.objectives.update_stats import STATS  # pylint: disable=unused-import
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +60,22 @@ class Method:
   # `export-tokenizer --units` kinds this method's models export (`export/unit_kinds.py`); the
   # first is the default.
   unit_kinds: tuple[str, ...] = ("kmeans",)
+  # Top-level parameters the optimizer never updates (no gradient step, no weight decay, no
+  # optimizer moments): a frozen random quantizer, an EMA teacher, online codebooks. They live
+  # in `params` so that they checkpoint, shard and export with the model.
+  frozen_params: tuple[str, ...] = ()
+  # (model_config, run config) -> update(new_params, old_params, stats, step) -> params, run
+  # after each applied (finite) optimizer update: how an EMA teacher follows the student and
+  # online codebooks move. `stats` is the loss's `metrics[STATS]` tree summed over
+  # micro-batches (e.g. per-code sums and counts); None: the method has no such state.
+  param_update: Optional[Callable[[Any, Any], Callable]] = None
+  # (boxed {'params': ...}) -> the same tree, applied once after `model.init`: e.g. an EMA
+  # teacher that starts as a copy of the student. None: the init as the model makes it.
+  finish_init: Optional[Callable[[Any], Any]] = None
+  # ({'params': ...} of a checkpoint) -> {'params': {'backbone': ..., <heads>}}, the tree that
+  # inference (`load_pretrained`, the tokenizer export, feature dumps) reads: e.g. DinoSR's
+  # teacher as the backbone. None: the checkpoint's params as they are.
+  inference_params: Optional[Callable[[Any], Any]] = None
 
   def boxed_init_fn(self, model_config, config, batch_shape, seed: int):
     """() -> {'params': ...} with logically partitioned leaves (shapes depend on the crop)."""
@@ -69,12 +86,17 @@ class Method:
       keys = {"params": jax.random.key(seed), "dropout": jax.random.key(seed + 1)}
       if self.init_inputs is not None:
         args, extra = self.init_inputs(batch_shape)
-        return model.init(keys, *args, **extra)
-      wav = jnp.zeros(batch_shape, jnp.float32)
-      mask = jnp.zeros((batch_shape[0], model_config.num_frames(batch_shape[1])), bool)
-      return model.init(keys, wav, None, mask, **kwargs)
+        params = model.init(keys, *args, **extra)
+      else:
+        wav = jnp.zeros(batch_shape, jnp.float32)
+        mask = jnp.zeros((batch_shape[0], model_config.num_frames(batch_shape[1])), bool)
+        params = model.init(keys, wav, None, mask, **kwargs)
+      return params if self.finish_init is None else self.finish_init(params)
 
     return init
+
+  def param_update_fn(self, model_config, config) -> Optional[Callable]:
+    return None if self.param_update is None else self.param_update(model_config, config)
 
   def loss_fn(self, model_config, config):
     """(params, batch, key, step, train) -> (loss, metrics)."""

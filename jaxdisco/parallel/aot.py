@@ -58,7 +58,7 @@ def lower_train_step(
   config.data.batch_size = batch_size  # The config's own batch need not divide a pod's mesh.
   model_config = methods.check_config(config, num_devices)
   method = methods.get_method(config.get("method", "wav2vec2"))
-  optimizer = make_optimizer(config.optim, config.train.num_steps)
+  optimizer = make_optimizer(config.optim, config.train.num_steps, method.frozen_params)
   schedule = learning_rate_schedule(config.optim, config.train.num_steps)
   crop = config.data.crop_samples
 
@@ -81,7 +81,15 @@ def lower_train_step(
         for k, v in method.example_batch(config, batch_size, crop).items()
     }
     loss_fn = method.loss_fn(model_config, config)
-    step, _ = jit_steps(loss_fn, optimizer, schedule, config.train, shardings, batch_sharding)
+    step, _ = jit_steps(
+        loss_fn,
+        optimizer,
+        schedule,
+        config.train,
+        shardings,
+        batch_sharding,
+        method.param_update_fn(model_config, config),
+    )
     with jax.sharding.use_abstract_mesh(amesh), nn.logical_axis_rules(rules):
       # Lowering for TPU needs no TPU: only compiling does.
       lowered = step.trace(state, batch).lower(lowering_platforms=(platform,))

@@ -533,7 +533,13 @@ def make_plan(
     loss_fn = method.loss_fn(model_config, config)
     # The trainer's own jitted steps (`train.step.jit_steps`): same shardings, donation, remat.
     train_step, eval_step = jit_steps(
-        loss_fn, optimizer, schedule, train, state_sharding, batch_sharding
+        loss_fn,
+        optimizer,
+        schedule,
+        train,
+        state_sharding,
+        batch_sharding,
+        method.param_update_fn(model_config, config),
     )
     jitted = {
         "train": lambda: train_step.lower(abstract_state, batch),

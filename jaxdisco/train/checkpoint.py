@@ -166,9 +166,10 @@ def checkpoint_method(meta: dict, param_names) -> str:
   return inferred
 
 
-def load_pretrained_params(path) -> LoadedCheckpoint:
+def load_pretrained_params(path, *, for_inference: bool = True) -> LoadedCheckpoint:
   """Params of a training checkpoint (a workdir, its checkpoints/ dir or one step dir) for
-  inference, on the default device, with the method that trained them."""
+  inference (in the method's `inference_params` layout; `for_inference=False`: as trained),
+  on the default device, with the method that trained them."""
   path = str(path)
   if "://" not in path:
     path = os.path.abspath(path)  # Orbax misreads relative paths.
@@ -193,4 +194,7 @@ def load_pretrained_params(path) -> LoadedCheckpoint:
         ),
     )
   config = method.model_config_type.from_dict(meta["config"]["model"])
-  return LoadedCheckpoint(method.name, config, restored["params"], int(meta["step"]))
+  params = restored["params"]
+  if for_inference and method.inference_params is not None:
+    params = method.inference_params(params)
+  return LoadedCheckpoint(method.name, config, params, int(meta["step"]))

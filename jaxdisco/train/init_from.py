@@ -96,7 +96,7 @@ def load_source(path: str) -> SourceWeights:
     return SourceWeights(model_type, config, params, f"huggingface:{path}")
   from jaxdisco.train.checkpoint import load_pretrained_params
 
-  loaded = load_pretrained_params(path)
+  loaded = load_pretrained_params(path, for_inference=False)
   params = loaded.params if "params" in loaded.params else {"params": loaded.params}
   return SourceWeights(
       loaded.method, loaded.config, params, f"jaxdisco:{path} (step {loaded.step})"

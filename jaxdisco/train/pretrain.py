@@ -256,7 +256,13 @@ def train_and_evaluate(config, workdir, *, stop_after: int | None = None) -> dic
 
   loss_fn = method.loss_fn(model_config, config)
   train_step, eval_step = jit_steps(
-      loss_fn, optimizer, schedule, train, state_sharding, batch_sharding
+      loss_fn,
+      optimizer,
+      schedule,
+      train,
+      state_sharding,
+      batch_sharding,
+      method.param_update_fn(model_config, config),
   )
   train_step = distributed.run_in_lockstep(train_step, "train_step")
   eval_step = distributed.run_in_lockstep(eval_step, "eval_step")

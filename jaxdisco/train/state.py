@@ -64,7 +64,7 @@ def run_state_factory(config, method, model_config, mesh, rules):
   from jaxdisco.train.optimizer import learning_rate_schedule, make_optimizer
 
   data, train = config.data, config.train
-  optimizer = make_optimizer(config.optim, train.num_steps)
+  optimizer = make_optimizer(config.optim, train.num_steps, method.frozen_params)
   schedule = learning_rate_schedule(config.optim, train.num_steps)
   create, abstract, sharding = sharded_state_factory(
       method.boxed_init_fn(model_config, config, (data.batch_size, data.crop_samples), train.seed),

@@ -10,6 +10,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxdisco.models.transformer import remat_policy
+from jaxdisco.objectives.update_stats import STATS
 from jaxdisco.train.state import TrainState
 
 # loss_fn(params, batch, key, step, train) -> (loss, metrics dict of scalars)
@@ -56,7 +57,8 @@ def accumulate_gradients(
   """(loss, metrics, grads) of one update; over `grad_accum_steps` micro-batches if > 1.
 
   Micro-batch j uses `fold_in(key, j)`; gradients and metrics are averaged weighted by each
-  micro-batch's WEIGHT_METRIC (1 if the loss reports none); that metric itself is summed.
+  micro-batch's WEIGHT_METRIC (1 if the loss reports none); that metric itself is summed, and
+  so is `metrics[STATS]` (the sums a method's parameter update reads).
   """
   grad_fn = jax.value_and_grad(lambda p, b, k: loss_fn(p, b, k, step, True), has_aux=True)
   if grad_accum_steps == 1:
@@ -71,24 +73,29 @@ def accumulate_gradients(
     weight = jax.lax.stop_gradient(metrics.get(WEIGHT_METRIC, jnp.ones((), jnp.float32)))
     weight = weight.astype(jnp.float32)
     metrics = dict(metrics, loss=loss)
-    grad_sum, metric_sum, weight_sum = carry
+    stats = metrics.pop(STATS, {})
+    grad_sum, metric_sum, stats_sum, weight_sum = carry
     grad_sum = jax.tree.map(lambda s, g: s + weight * g.astype(jnp.float32), grad_sum, grads)
     metric_sum = jax.tree.map(lambda s, m: s + weight * m.astype(jnp.float32), metric_sum, metrics)
-    return (grad_sum, metric_sum, weight_sum + weight), None
+    stats_sum = jax.tree.map(lambda s, m: s + m.astype(jnp.float32), stats_sum, stats)
+    return (grad_sum, metric_sum, stats_sum, weight_sum + weight), None
 
   zeros = lambda tree: jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), tree)
   first = jax.tree.map(lambda x: x[0], micro)
   metric_shapes = jax.eval_shape(
       lambda: dict(grad_fn(params, first, key)[0][1], loss=jnp.zeros(()))
   )
-  init = (zeros(params), zeros(metric_shapes), jnp.zeros((), jnp.float32))
-  (grad_sum, metric_sum, weight_sum), _ = jax.lax.scan(
+  stats_shapes = metric_shapes.pop(STATS, {})
+  init = (zeros(params), zeros(metric_shapes), zeros(stats_shapes), jnp.zeros((), jnp.float32))
+  (grad_sum, metric_sum, stats_sum, weight_sum), _ = jax.lax.scan(
       body, init, (jnp.arange(grad_accum_steps), micro)
   )
   grads = jax.tree.map(lambda g, p: (g / weight_sum).astype(p.dtype), grad_sum, params)
   metrics = {k: v / weight_sum for k, v in metric_sum.items()}
   if WEIGHT_METRIC in metrics:
     metrics[WEIGHT_METRIC] = weight_sum
+  if stats_shapes:
+    metrics[STATS] = stats_sum
   return metrics.pop("loss"), metrics, grads
 
 
@@ -100,13 +107,15 @@ def make_train_step(
     grad_accum_steps: int = 1,
     batch_sharding: Optional[NamedSharding] = None,
     remat: str = "none",
+    update_params: Optional[Callable] = None,
 ):
   """Returns step(state, batch) -> (state, metrics).
 
   A step whose loss or gradients are not finite leaves params and optimizer state unchanged
   and is counted (`nonfinite_in_a_row`, `nonfinite_total`); the caller decides when to stop.
   `batch_sharding` constrains the batch (and micro-batches) to the batch mesh axes; `remat`
-  names a policy of `models.transformer.REMAT_POLICIES`.
+  names a policy of `models.transformer.REMAT_POLICIES`. `update_params(new, old, stats, step)`
+  (a method's `param_update`) runs after the optimizer, on the loss's `metrics[STATS]`.
   """
 
   def step(state: TrainState, batch):
@@ -123,9 +132,12 @@ def make_train_step(
           grad_accum_steps=grad_accum_steps,
           batch_sharding=batch_sharding,
       )
+    stats = metrics.pop(STATS, None)
     finite = jnp.isfinite(loss) & _all_finite(grads)
     updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
+    if update_params is not None:
+      new_params = update_params(new_params, state.params, stats, state.step)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_state = state.replace(
         step=state.step + finite.astype(jnp.int32),
@@ -151,12 +163,21 @@ def make_eval_step(loss_fn: LossFn, seed: int = 0):
 
   def evaluate(params, batch):
     _, metrics = loss_fn(params, batch, jax.random.key(seed), jnp.zeros((), jnp.int32), False)
+    metrics.pop(STATS, None)
     return metrics
 
   return evaluate
 
 
-def jit_steps(loss_fn: LossFn, optimizer, schedule, train, state_sharding, batch_sharding):
+def jit_steps(
+    loss_fn: LossFn,
+    optimizer,
+    schedule,
+    train,
+    state_sharding,
+    batch_sharding,
+    update_params: Optional[Callable] = None,
+):
   """(train_step, eval_step) jitted as every run compiles them: the state sharded and donated
   (the new state is written in place), the batch sharded, `train.grad_accum_steps` and
   `train.remat` applied. The trainer runs these; `parallel.plan` and `parallel.aot` compile
@@ -169,6 +190,7 @@ def jit_steps(loss_fn: LossFn, optimizer, schedule, train, state_sharding, batch
           grad_accum_steps=train.grad_accum_steps,
           batch_sharding=batch_sharding,
           remat=train.remat,
+          update_params=update_params,
       ),
       in_shardings=(state_sharding, batch_sharding),
       out_shardings=(state_sharding, None),
