@@ -28,7 +28,7 @@ def _num_params(model_config: ModelConfig, samples: int = 16000) -> int:
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nn.meta.unbox(shapes)))
 
 
-@pytest.mark.parametrize("name", ["wav2vec2_base", "wav2vec2_large"])
+@pytest.mark.parametrize("name", ["wav2vec2_base", "wav2vec2_large", "wav2vec2_xlsr_1b"])
 def test_full_size_parameter_count_equals_transformers(name):
   torch = pytest.importorskip("torch")
   transformers = pytest.importorskip("transformers")
@@ -40,7 +40,7 @@ def test_full_size_parameter_count_equals_transformers(name):
     hf_model = transformers.Wav2Vec2ForPreTraining(hf_config)
   hf_count = sum(p.numel() for p in hf_model.parameters())
   assert _num_params(model_config) == hf_count
-  expected_millions = {"wav2vec2_base": 95, "wav2vec2_large": 317}[name]
+  expected_millions = {"wav2vec2_base": 95, "wav2vec2_large": 317, "wav2vec2_xlsr_1b": 965}[name]
   assert abs(hf_count / 1e6 - expected_millions) < 1.5
 
 

@@ -175,6 +175,41 @@ def test_stages_done_before_fields_existed_are_kept(loop_run, tmp_path):
     run_hubert_loop(config, copy)
 
 
+def test_auto_layer_is_chosen_by_the_probe_and_used_by_the_next_stages(loop_run, tmp_path):
+  """loop.layer='auto' on the finished iteration 1 of the module's loop: a probe stage scores
+  every hidden state on train utterances (ABX, PNMI) and records its choice; the feature dump,
+  the k-means centroids' metadata and the unit table all use that layer."""
+  config, work, *_ = loop_run
+  auto = tmp_path / "auto"
+  for stage in STAGES[:3]:
+    shutil.copytree(work / stage, auto / stage)
+  config = _tiny_config(work.parent)
+  config.loop.layer = "auto"
+  config.loop.probe_utterances = 12
+  result = run_hubert_loop(config, auto, stop_after_stage=6)
+  probe = json.loads((auto / "probe_it1" / "probe.json").read_text())
+  assert [r["layer"] for r in probe["scores"]] == [0, 1, 2]
+  assert all(0 <= r["pnmi"] <= 1 for r in probe["scores"])
+  assert probe["criterion"].startswith("abx") and "lowest ABX" in probe["reason"]
+  chosen = probe["layer"]
+  assert result["stages"]["probe_it1"]["layer"] == chosen
+  assert result["stages"]["features_it1"]["train"]["layer"] == chosen
+  _, meta = km.load_centroids(auto / "kmeans_it1" / "centroids")
+  assert meta["layer"] == chosen
+  assert f"iteration 1, layer {chosen} k-means" in result["table_markdown"]
+  assert (auto / "probe_it1" / "probe.png").stat().st_size > 0
+
+
+def test_auto_layer_without_alignments_takes_half_the_depth(tmp_path):
+  from jaxdisco.train import hubert_loop
+
+  config = check_loop_config(_tiny_config(tmp_path))
+  config.loop.layer, config.loop.train_alignments = "auto", ""
+  config.model.num_layers = 12
+  summary = hubert_loop._probe(config, tmp_path / "unused", tmp_path / "probe")
+  assert summary["layer"] == 6 and "no loop.train_alignments" in summary["reason"]
+
+
 def test_finished_stage_with_other_settings_is_refused(loop_run):
   config, work, *_ = loop_run
   config = _tiny_config(work.parent)
@@ -189,7 +224,9 @@ def test_finished_stage_with_other_settings_is_refused(loop_run):
         ("data.train_manifest", "/nonexistent/train.tsv", "data.train_manifest"),
         ("loop.mfcc_k", 1, "loop.mfcc_k: expected K >= 2"),
         ("loop.layer_k", 0, "loop.layer_k: expected K >= 2"),
-        ("loop.layer", 3, r"loop.layer: expected 0..model.num_layers=2, got 3"),
+        ("loop.layer", 3, r"loop.layer: expected 0..model.num_layers=2 or 'auto', got 3"),
+        ("loop.layer", "best", r"loop.layer: expected .* or 'auto', got 'best'"),
+        ("loop.probe_utterances", 0, "loop.probe_utterances: expected >= 1"),
         ("loop.steps", (20,), "loop.steps"),
         ("loop.feature_label_rate", 100.0, "loop.feature_label_rate"),
         ("loop.mfcc_label_rate", 50.0, "loop.mfcc_label_rate"),

@@ -73,6 +73,15 @@ class Manifest:
     """Total duration of the corpus at `sample_rate` Hz."""
     return float(self.num_samples.sum()) / sample_rate
 
+  def select(self, indices) -> "Manifest":
+    """The manifest of the files at `indices`, in that order (same root and path)."""
+    indices = [int(i) for i in indices]
+    return dataclasses.replace(
+        self,
+        files=tuple(self.files[i] for i in indices),
+        num_samples=np.asarray(self.num_samples)[indices],
+    )
+
 
 def _resolve_root(manifest_path: epath.Path, root: str) -> epath.Path:
   if '://' in root or os.path.isabs(root):

@@ -57,6 +57,9 @@ def run_defaults(method: str) -> ml_collections.ConfigDict:
   # source must match the run's method and model.*; HuBERT label embeddings of another K are
   # re-initialised. A workdir with a checkpoint resumes from it instead (train/init_from.py).
   c.train.init_from = ""
+  # On TPU/GPU, compile each step program before it first runs and stop with `jaxdisco plan`'s
+  # advice (batch, remat, fsdp) if it needs more device memory than the chip gives.
+  c.train.check_hbm = True
 
   # Device mesh (see jaxdisco/parallel/mesh.py): sizes of the (data, fsdp, tensor) axes within a
   # slice, one of them -1 = fill; dcn_* split the same axes across slices of a multi-slice job.

@@ -18,7 +18,7 @@ and waits at a barrier in between.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 
@@ -92,12 +92,18 @@ def _signature(args) -> tuple:
   return (treedef, tuple((x.shape, str(x.dtype)) for x in leaves))
 
 
-def run_in_lockstep(jitted: Callable, name: str) -> Callable[..., Any]:
+def run_in_lockstep(
+    jitted: Callable, name: str, check: Optional[Callable[[Any], Any]] = None
+) -> Callable[..., Any]:
   """`jitted` (a `jax.jit` function), called the same way; on several processes each new input
   signature is lowered and compiled first, then every process waits at a barrier, so the first
   execution (where gloo connects the hosts' collectives) starts on all hosts together. Every
-  process must call it with the same sequence of signatures (SPMD programs do)."""
-  if jax.process_count() == 1:
+  process must call it with the same sequence of signatures (SPMD programs do).
+
+  `check(compiled)` runs on each new program before its first execution (the trainer's HBM
+  check, `plan.check_compiled_fits`): a program that cannot run stops there, with a message,
+  instead of in the middle of a step."""
+  if jax.process_count() == 1 and check is None:
     return jitted
   compiled: dict[tuple, Callable] = {}
 
@@ -106,7 +112,10 @@ def run_in_lockstep(jitted: Callable, name: str) -> Callable[..., Any]:
     program = compiled.get(key)
     if program is None:
       program = jitted.lower(*args).compile()
-      barrier(f"{name}/compiled/{len(compiled)}")
+      if check is not None:
+        check(program)
+      if jax.process_count() > 1:
+        barrier(f"{name}/compiled/{len(compiled)}")
       compiled[key] = program
     return program(*args)
 

@@ -384,8 +384,8 @@ def _advice(
   remat trades them for recomputation, fsdp splits parameters and optimizer state."""
   needed = (train.total if train.compiled else train.temporaries + params_and_optimizer)
   lines = [
-      f"the train step needs {needed / GiB:.2f} GiB per chip but a {device_kind} chip lets a "
-      f"program use {usable / GiB:.2f} GiB. Change one of:"
+      f"the {train.name} needs {format_bytes(needed)} per chip but a {device_kind} chip lets a "
+      f"program use {format_bytes(usable)}. Change one of:"
   ]
   per_row = train.temporaries / max(per_chip_batch, 1)
   fixed = needed - train.temporaries
@@ -402,6 +402,11 @@ def _advice(
           f"  - the per-chip batch: {per_chip_batch} rows now; even one row may not fit: "
           "shorten data.crop_samples or split the model further"
       )
+  else:
+    lines.append(
+        f"  - the per-chip batch: {per_chip_batch} rows now; lower data.batch_size (raise "
+        "train.grad_accum_steps to keep the update size) or shorten data.crop_samples"
+    )
   if remat != "full":
     lines.append(
         f"  - train.remat: {remat!r} now; 'full' keeps only each layer's input for the backward "

@@ -10,7 +10,9 @@ Stages, each in its own subdirectory of `workdir`:
   2. `kmeans_mfcc/`     k-means(loop.mfcc_k) on loop.kmeans_fraction of the train utterances;
                         `{split}.km` + `dict.km.txt`: iteration-1 targets
   3. `train_it1/`       iteration 1 (loop.steps[0] steps, labels at loop.mfcc_label_rate)
-  4. `features_it1/`    hidden_states[loop.layer] of the iteration-1 model (50 Hz)
+  4. `features_it1/`    hidden_states[loop.layer] of the iteration-1 model (50 Hz); with
+                        loop.layer="auto", a `probe_it1/` stage first scores every layer
+                        (ABX, PNMI; probe.md/json/png) and the best one is dumped
   5. `kmeans_it1/`      k-means(loop.layer_k) of them: iteration-2 targets
   6. `train_it2/`       iteration 2 from scratch (loop.steps[1] steps, labels at
                         loop.feature_label_rate)
@@ -115,8 +117,12 @@ def check_loop_config(config) -> ml_collections.ConfigDict:
     _require(loop[field] >= 2, f"loop.{field}: expected K >= 2, got {loop[field]}")
   num_layers = config.model.num_layers
   _require(
-      0 <= loop.layer <= num_layers,
-      f"loop.layer: expected 0..model.num_layers={num_layers}, got {loop.layer}",
+      loop.layer == "auto" or (isinstance(loop.layer, int) and 0 <= loop.layer <= num_layers),
+      f"loop.layer: expected 0..model.num_layers={num_layers} or 'auto', got {loop.layer!r}",
+  )
+  _require(
+      loop.probe_utterances >= 1,
+      f"loop.probe_utterances: expected >= 1, got {loop.probe_utterances}",
   )
   _require(
       len(loop.steps) == 2 and all(int(s) > 0 for s in loop.steps),
@@ -199,7 +205,47 @@ def _dump_mfcc(config, out: epath.Path) -> dict:
   return summary
 
 
-def _dump_layer(config, train_dir: epath.Path, out: epath.Path) -> dict:
+def _layer(config, workdir: epath.Path, iteration: int) -> int:
+  """The layer clustered for `iteration`: loop.layer, or what its probe stage chose."""
+  if config.loop.layer != "auto":
+    return int(config.loop.layer)
+  record = json.loads((workdir / f"probe_it{iteration}" / MARKER).read_text())
+  return int(record["summary"]["layer"])
+
+
+def _probe(config, train_dir: epath.Path, out: epath.Path) -> dict:
+  """loop.layer='auto': score every hidden state of the trained model on a random subset of
+  the train utterances and choose one (`layer_probe.choose_from_scores`: ABX, then PNMI at
+  loop.layer_k). Without train alignments there is nothing to score: half the depth, the
+  published BASE recipe's layer 6 of 12."""
+  from jaxdisco.evaluation import layer_probe  # pylint: disable=g-import-not-at-top
+  from jaxdisco.pretrained import load_pretrained  # pylint: disable=g-import-not-at-top
+
+  loop = config.loop
+  depth = int(config.model.num_layers)
+  if not loop.train_alignments:
+    layer = (depth + 1) // 2
+    reason = (
+        f"layer {layer}: no loop.train_alignments to probe with, so half the depth ({depth} "
+        "layers), as the BASE recipe's layer 6 of 12"
+    )
+    _progress(reason)
+    return {"layer": layer, "criterion": "depth", "reason": reason}
+  manifest = manifest_lib.read_manifest(config.data.train_manifest)
+  count = min(int(loop.probe_utterances), len(manifest))
+  rng = np.random.default_rng(loop.kmeans_seed)
+  subset = manifest.select(np.sort(rng.choice(len(manifest), count, replace=False)))
+  model = load_pretrained(train_dir)
+  _progress(f"probing layers 0..{depth} on {count} train utterances (K={loop.layer_k})")
+  choice = layer_probe.choose_layer(
+      model, subset, loop.train_alignments, k=loop.layer_k, abx=bool(loop.probe_abx)
+  )
+  layer_probe.write_probe(out, choice, title=f"{out.name}: layer probe")
+  _progress(choice.reason)
+  return {"layer": choice.layer, "criterion": choice.criterion, "reason": choice.reason}
+
+
+def _dump_layer(config, train_dir: epath.Path, out: epath.Path, layer: int) -> dict:
   from jaxdisco.pretrained import load_pretrained  # pylint: disable=g-import-not-at-top
 
   model = load_pretrained(train_dir)
@@ -208,13 +254,13 @@ def _dump_layer(config, train_dir: epath.Path, out: epath.Path) -> dict:
     features_lib.dump_layer_features(
         model,
         manifest,
-        config.loop.layer,
+        layer,
         out / split,
         normalize=config.data.normalize,
         utterances_per_shard=config.loop.utterances_per_shard,
         progress=_progress,
     )
-    summary[split] = {"utterances": len(manifest), "layer": int(config.loop.layer)}
+    summary[split] = {"utterances": len(manifest), "layer": int(layer)}
   return summary
 
 
@@ -307,12 +353,14 @@ def _stages(config, workdir: epath.Path) -> list[Stage]:
       for f in ("kmeans_fraction", "kmeans_batch_size", "kmeans_n_init", "kmeans_max_iter")
   } | {"kmeans_seed": loop.kmeans_seed}
   align = {"train_alignments": loop.train_alignments, "valid_alignments": loop.valid_alignments}
-  layer_meta = {
-      "layer": int(loop.layer),
+  layer_meta = lambda it: {
+      "layer": _layer(config, workdir, it),
       "layer_output": "hidden_states[layer]",
       # The features stage dumps in the default convention; export-tokenizer reads this.
       "hidden_states_convention": DEFAULT_HIDDEN_STATES_CONVENTION,
   }
+  auto = loop.layer == "auto"
+  layer_title = lambda it: "the probed layer" if auto else f"layer {loop.layer}"
   train_inputs = lambda i: {
       "steps": int(loop.steps[i]),
       **{b: config[b].to_dict() for b in ("objective", "optim", "data")},
@@ -345,24 +393,38 @@ def _stages(config, workdir: epath.Path) -> list[Stage]:
           train_inputs(0),
       ),
   ]
+  probe_inputs = {
+      f: loop[f] for f in ("layer_k", "probe_utterances", "probe_abx", "train_alignments")
+  } | {"kmeans_seed": loop.kmeans_seed}
   for it in (1, 2) if loop.evaluate_iteration2 else (1,):
+    if auto:
+      stages.append(
+          Stage(
+              f"probe_it{it}",
+              f"probe every layer of the iteration-{it} model and choose one",
+              lambda out, it=it: _probe(config, workdir / f"train_it{it}", out),
+              {**probe_inputs, **model_inputs},
+          )
+      )
     stages += [
         Stage(
             f"features_it{it}",
-            f"dump layer {loop.layer} of the iteration-{it} model",
-            lambda out, it=it: _dump_layer(config, workdir / f"train_it{it}", out),
-            {"layer": int(loop.layer), **model_inputs},
+            f"dump {layer_title(it)} of the iteration-{it} model",
+            lambda out, it=it: _dump_layer(
+                config, workdir / f"train_it{it}", out, _layer(config, workdir, it)
+            ),
+            {"layer": loop.layer if auto else int(loop.layer), **model_inputs},
         ),
         Stage(
             f"kmeans_it{it}",
-            f"k-means K={loop.layer_k} of iteration-{it} layer {loop.layer}"
+            f"k-means K={loop.layer_k} of iteration-{it} {layer_title(it)}"
             + (" -> iteration-2 labels" if it == 1 else ""),
             lambda out, it=it: _cluster(
                 config,
                 workdir / f"features_it{it}",
                 loop.layer_k,
                 loop.feature_label_rate,
-                {"feature_source": f"hubert_it{it}", **layer_meta},
+                {"feature_source": f"hubert_it{it}", **layer_meta(it)},
                 out,
             ),
             {"k": loop.layer_k, **kmeans_inputs, **align},
@@ -417,10 +479,13 @@ def _stage_frames(config, workdir: epath.Path, stage: str, split: str, alignment
 def _table_rows(config, summaries: dict[str, dict], workdir: epath.Path) -> list[dict]:
   """Rows of the unit table; each row after the first of a split also gets `gain_vs_previous`,
   its PNMI gain over the row above with the paired-bootstrap spread over utterances."""
+  layer = lambda it: (
+      summaries.get(f"features_it{it}", {}).get("train", {}).get("layer", config.loop.layer)
+  )
   names = {
       "kmeans_mfcc": "MFCC k-means",
-      "kmeans_it1": f"iteration 1, layer {config.loop.layer} k-means",
-      "kmeans_it2": f"iteration 2, layer {config.loop.layer} k-means",
+      "kmeans_it1": f"iteration 1, layer {layer(1)} k-means",
+      "kmeans_it2": f"iteration 2, layer {layer(2)} k-means",
   }
   rows = []
   for split in ("train", "valid"):
@@ -492,7 +557,9 @@ def run_hubert_loop(config, workdir, *, stop_after_stage: Optional[int] = None) 
   if rows:
     loop = config.loop
     header = (
-        f"Unit quality: K {loop.mfcc_k} (MFCC) / {loop.layer_k} (layers), layer {loop.layer}, "
+        f"Unit quality: K {loop.mfcc_k} (MFCC) / {loop.layer_k} (layers), layer {loop.layer}"
+        + (" (chosen per iteration by the layer probe)" if loop.layer == "auto" else "")
+        + ", "
         f"steps per iteration {tuple(loop.steps)}"
     )
     markdown = units_table.write_table(workdir, rows, header)

@@ -187,6 +187,17 @@ def _preempted(step: int, signal_flag: bool) -> bool:
   return multihost_utils.reached_preemption_sync_point(step)
 
 
+def _hbm_check(config, name: str):
+  """On an accelerator, `jaxdisco plan`'s check of each compiled program before it first runs
+  (a program that needs more memory than the chip gives stops with the plan's advice: batch,
+  remat, fsdp); None on CPU, whose devices state no memory limit, or with train.check_hbm off."""
+  if jax.default_backend() == "cpu" or not config.train.get("check_hbm", True):
+    return None
+  from jaxdisco.parallel import plan as plan_lib  # pylint: disable=g-import-not-at-top
+
+  return lambda compiled: plan_lib.check_compiled_fits(compiled, config, name=name)
+
+
 def train_and_evaluate(config, workdir, *, stop_after: int | None = None) -> dict[str, Any]:
   """Trains `config.method` from `config` in `workdir`, resuming from its latest checkpoint.
 
@@ -264,8 +275,10 @@ def train_and_evaluate(config, workdir, *, stop_after: int | None = None) -> dic
       batch_sharding,
       method.param_update_fn(model_config, config),
   )
-  train_step = distributed.run_in_lockstep(train_step, "train_step")
-  eval_step = distributed.run_in_lockstep(eval_step, "eval_step")
+  train_step = distributed.run_in_lockstep(
+      train_step, "train_step", _hbm_check(config, "train step")
+  )
+  eval_step = distributed.run_in_lockstep(eval_step, "eval_step", _hbm_check(config, "eval step"))
 
   writer = MetricsWriter(workdir, enabled=distributed.is_main_process())
   progress = Progress(total_steps, start)
