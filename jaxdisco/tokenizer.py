@@ -57,9 +57,9 @@ def run_lengths(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def receptive_field(config: ModelConfig) -> int:
-  """Samples that one conv-encoder frame reads (400 for the BASE stack)."""
+  """Samples that one frame reads (400 for the BASE stack; the log-mel window included)."""
   field, jump = 1, 1
-  for _, kernel, stride in config.conv_spec:
+  for _, kernel, stride in config.geometry_spec:
     field += (kernel - 1) * jump
     jump *= stride
   return field
@@ -236,7 +236,9 @@ class Tokenizer:
       for keep_start, keep_len, start, piece in self._pieces(wav, chunk_seconds, overlap_seconds):
         pieces.append((u, keep_start, keep_len, start, piece))
     frames = [
-        np.zeros(max(0, int(conv_output_length(len(w), self.spec.config.conv_spec))), np.int32)
+        np.zeros(
+            max(0, int(conv_output_length(len(w), self.spec.config.geometry_spec))), np.int32
+        )
         for w in waves
     ]
     order = sorted(range(len(pieces)), key=lambda i: len(pieces[i][4]))
@@ -291,7 +293,7 @@ class Tokenizer:
   def _pieces(self, wav: np.ndarray, chunk_seconds, overlap_seconds):
     """Yields (first kept frame, frames kept, piece start frame, piece waveform)."""
     cfg = self.spec.config
-    total = int(conv_output_length(len(wav), cfg.conv_spec))
+    total = int(conv_output_length(len(wav), cfg.geometry_spec))
     if total < 1:
       raise ValueError(
           f"a waveform of {len(wav)} samples is shorter than one frame "

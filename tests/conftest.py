@@ -57,6 +57,8 @@ def shrink_for_tests(config):
   """Tiny model and run of the same kind, so a test trains in seconds."""
   m = config.model
   m.conv_layers = "[(32, 10, 5)] + [(32, 3, 2)] * 4 + [(32, 2, 2)] * 2"
+  if m.get("frontend", "waveform") == "log_mel":  # Conv subsampling over mel frames: 40 ms.
+    m.conv_layers = "[(32, 4, 4)]"
   m.embed_dim, m.num_layers, m.num_heads, m.ffn_dim = 32, 2, 2, 64
   m.pos_conv_kernel, m.pos_conv_groups = 8, 4
   m.final_dim, m.latent_vars, m.latent_groups, m.latent_dim = 16, 8, 2, 0

@@ -62,7 +62,7 @@ def test_auto_picks_cudnn_only_where_it_runs():
 
 
 def test_attention_setting_is_checked():
-  with pytest.raises(ValueError, match="model.attention: expected 'auto', 'xla' or 'cudnn'"):
+  with pytest.raises(ValueError, match="model.attention: expected 'auto', 'xla', 'cudnn' or 'pallas'"):
     ModelConfig(attention="flash")
   with pytest.raises(ValueError, match="model.attention='cudnn' needs model.dtype='bfloat16'"):
     ModelConfig(attention="cudnn", attention_dropout=0.0)

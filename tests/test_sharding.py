@@ -40,7 +40,14 @@ def eight_devices(tmp_path_factory):
 @pytest.mark.parametrize(
     "case",
     # data x fsdp, data x tensor; every other method on all three axes at once.
-    ["wav2vec2 2x4x1", "wav2vec2 4x1x2", "hubert 2x2x2", "wavlm 2x2x2", "vq_wav2vec 2x2x2"],
+    [
+        "wav2vec2 2x4x1",
+        "wav2vec2 4x1x2",
+        "hubert 2x2x2",
+        "wavlm 2x2x2",
+        "vq_wav2vec 2x2x2",
+        "best_rq 2x2x2",
+    ],
 )
 def test_sharded_loss_and_grads_equal_single_device(eight_devices, case):
   r = eight_devices["equivalence"][case]
@@ -141,6 +148,7 @@ _METHOD_CONFIGS = {
     "hubert": "hubert_demo",
     "wavlm": "wavlm_demo",
     "vq_wav2vec": "vq_wav2vec_demo_gumbel",
+    "best_rq": "best_rq_demo",
 }
 
 
@@ -190,7 +198,7 @@ def _equivalence(out):
   from jaxdisco.parallel import mesh as mesh_lib, rules as rules_lib
 
   cases = [("wav2vec2", (2, 4, 1)), ("wav2vec2", (4, 1, 2))]
-  cases += [(m, (2, 2, 2)) for m in ("hubert", "wavlm", "vq_wav2vec")]
+  cases += [(m, (2, 2, 2)) for m in ("hubert", "wavlm", "vq_wav2vec", "best_rq")]
   results = {}
   for method_name, sizes in cases:
     config = _tiny_config(_METHOD_CONFIGS[method_name])

@@ -87,7 +87,9 @@ def test_tiny_config_compiles_for_v5e_and_reports_per_chip_memory(tiny_plan, tmp
   assert saved["verdict"] == "fits"
 
 
-@pytest.mark.parametrize("name", ["hubert_demo", "wavlm_demo", "vq_wav2vec_demo_gumbel"])
+@pytest.mark.parametrize(
+    "name", ["hubert_demo", "wavlm_demo", "vq_wav2vec_demo_gumbel", "best_rq_demo"]
+)
 def test_every_method_compiles_its_train_step_for_tpu(name):
   """What `jaxdisco.methods` declares is what is compiled: each method's own model, loss and
   batch fields (pseudo-labels, WavLM's relative position bias and mixing, vq-wav2vec's

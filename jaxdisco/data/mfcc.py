@@ -82,18 +82,19 @@ def povey_window(length: int = FRAME_LENGTH) -> np.ndarray:
   return (0.5 - 0.5 * np.cos(2.0 * np.pi * n / (length - 1))) ** 0.85
 
 
-def mel_filterbank(sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-  """`[FFT_SIZE // 2 + 1, NUM_MEL_BINS]` float64 Kaldi mel filter weights (Nyquist row 0)."""
+def mel_filterbank(sample_rate: int = SAMPLE_RATE, num_bins: int = NUM_MEL_BINS) -> np.ndarray:
+  """`[FFT_SIZE // 2 + 1, num_bins]` float64 Kaldi mel filter weights (Nyquist row 0); 23
+  bins for the MFCCs, 80 for the log-mel front end (`jaxdisco/models/log_mel.py`)."""
   nyquist = 0.5 * sample_rate
   mel_low, mel_high = _kaldi_mel(LOW_FREQ), _kaldi_mel(nyquist)
-  delta = (mel_high - mel_low) / (NUM_MEL_BINS + 1)
-  edges = mel_low + delta * np.arange(NUM_MEL_BINS + 2)  # left/centre/right points
+  delta = (mel_high - mel_low) / (num_bins + 1)
+  edges = mel_low + delta * np.arange(num_bins + 2)  # left/centre/right points
   left, centre, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]
   bin_mel = _kaldi_mel(np.arange(FFT_SIZE // 2) * (sample_rate / FFT_SIZE))[None, :]
   rising = (bin_mel - left) / (centre - left)
   falling = (right - bin_mel) / (right - centre)
   weights = np.maximum(0.0, np.minimum(rising, falling))  # [mel, fft_bins - 1]
-  return np.concatenate([weights, np.zeros((NUM_MEL_BINS, 1))], axis=1).T
+  return np.concatenate([weights, np.zeros((num_bins, 1))], axis=1).T
 
 
 def dct_matrix() -> np.ndarray:

@@ -42,7 +42,7 @@ class MaskingSpec:
   @classmethod
   def from_configs(cls, model_config, objective) -> 'MaskingSpec':
     return cls(
-        conv_spec=tuple(tuple(layer) for layer in model_config.conv_spec),
+        conv_spec=tuple(tuple(layer) for layer in model_config.geometry_spec),
         mask_prob=float(objective.mask_prob),
         mask_length=int(objective.mask_length),
         min_masks=int(objective.min_masks),

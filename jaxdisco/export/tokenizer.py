@@ -113,8 +113,9 @@ def _units_convention(requested: Optional[str], centroid_meta: dict, cfg, layer:
   return convention
 
 
-def _source_info(source) -> tuple[object, Optional[int], bool, str]:
-  """(Pretrained, training step or None, the run's data.normalize, description)."""
+def load_source_model(source) -> tuple[object, Optional[int], bool, str]:
+  """(Pretrained, training step or None, whether the model's input is normalized (the run's
+  data.normalize, a fairseq task's normalize, HF's do_normalize), description)."""
   from jaxdisco.pretrained import Pretrained, _is_hf_directory, load_pretrained
 
   if isinstance(source, Pretrained):
@@ -187,7 +188,7 @@ def export_tokenizer(
 
   kind = unit_kinds.get_kind(units)
   say = progress or (lambda *_: None)
-  pretrained, step, source_normalize, description = _source_info(source)
+  pretrained, step, source_normalize, description = load_source_model(source)
   cfg = pretrained.config
   method = get_method(pretrained.model_type)
   if units not in method.unit_kinds:
@@ -244,7 +245,9 @@ def export_tokenizer(
   hf_info = None
   # Codebook and vq-wav2vec units need the quantizer, which hf/ lacks (and transformers has no
   # vq-wav2vec model at all).
-  if export_hf and kind.uses_layer:
+  # A method without a transformers counterpart (hf_model_type None, e.g. BEST-RQ's log-mel
+  # front end) writes no hf/.
+  if export_hf and kind.uses_layer and (hf_model_type or method.hf_model_type):
     model_type = hf_model_type or method.hf_model_type
     say(f"writing the Hugging Face {model_type} export to {out / HF_DIR}")
     hf_info = _export_hf(out / HF_DIR, spec, backbone, model_type, centroid_array)
@@ -257,7 +260,9 @@ def export_tokenizer(
       **info,
       "layer": layer if kind.uses_layer else None,
       "layer_output": (
-          LAYER_CONVENTION if kind.uses_layer else "quantizer input (conv encoder output)"
+          LAYER_CONVENTION
+          if kind.uses_layer
+          else info.get("features", "quantizer input (conv encoder output)")
       ),
       "hidden_states_convention": spec.hidden_states_convention if kind.uses_layer else None,
       "model_config": cfg.to_dict(),

@@ -14,7 +14,9 @@ of `encoder.safetensors` and `quantizer.safetensors` (names are parameter paths 
 |------------|------------------------------------------|----------------------------------------|
 | `kmeans`   | hidden_states[layer] (`Pretrained` docs) | nearest centroid, [0, K)               |
 | `codebook` | quantizer input (post-LN conv features)  | sum_g argmax_g * V**(G-1-g), [0, V**G) |
+| `dinosr`   | a DinoSR teacher's hidden_states[layer], instance-normalised per utterance (`export/dinosr_units.py`) | nearest codeword of the model's codebook of that layer, [0, V) |
 | `vq_wav2vec` | vq-wav2vec conv encoder output (100 Hz) | its quantizer's codes (gumbel argmax or nearest k-means entry) combined the same way, [0, V**G) |
+| `best_rq`  | stacked normalised log-mel frames of the audio (`export/best_rq_units.py`) | the BEST-RQ random-projection quantizer's nearest code, codebooks combined the same way, [0, V**G) |
 
 `vq_wav2vec` reads a vq-wav2vec run (`VqWav2VecConfig`): its `encoder.safetensors` is the
 wav2vec 1.0 conv encoder, and `quantizer.safetensors` the gumbel or k-means quantizer. The
@@ -37,6 +39,8 @@ from flax import traverse_util
 from jaxdisco.clustering import kmeans
 from jaxdisco.data.normalize import NORMALIZE_EPS
 from jaxdisco.errors import TokenizerError
+from jaxdisco.export import dinosr_units
+from jaxdisco.export.best_rq_units import best_rq_encoder, best_rq_ids, best_rq_weights
 from jaxdisco.models.config import ModelConfig
 from jaxdisco.models.hidden_states import (
     DEFAULT_HIDDEN_STATES_CONVENTION,
@@ -244,6 +248,8 @@ UNIT_KINDS: dict[str, UnitKind] = {
     "vq_wav2vec": UnitKind(
         _vq_wav2vec_weights, _vq_wav2vec_ids, uses_layer=False, encoder=_vq_wav2vec_encoder
     ),
+    "dinosr": UnitKind(dinosr_units.make_weights, dinosr_units.ids, uses_layer=True),
+    "best_rq": UnitKind(best_rq_weights, best_rq_ids, uses_layer=False, encoder=best_rq_encoder),
 }
 
 

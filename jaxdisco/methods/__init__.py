@@ -46,11 +46,25 @@ def _wavlm() -> Method:
   return wavlm.METHOD
 
 
+def _dinosr() -> Method:
+  from jaxdisco.methods import dinosr
+
+  return dinosr.METHOD
+
+
+def _best_rq() -> Method:
+  from jaxdisco.methods import best_rq
+
+  return best_rq.METHOD
+
+
 METHODS: dict[str, Callable[[], Method]] = {
     "wav2vec2": _wav2vec2,
     "hubert": _hubert,
     "vq_wav2vec": _vq_wav2vec,
     "wavlm": _wavlm,
+    "dinosr": _dinosr,
+    "best_rq": _best_rq,
 }
 
 

@@ -17,6 +17,13 @@ ConvSpec = tuple[tuple[int, int, int], ...]
 
 DEFAULT_CONV_LAYERS = "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2"
 
+# The log-mel front end (`model.frontend = "log_mel"`, `jaxdisco/models/log_mel.py`): Kaldi
+# frames of 25 ms every 10 ms at 16 kHz (`snip_edges`), i.e. a stage (bins, 400, 160) in front
+# of `conv_layers` for every frame count and stride.
+MEL_WINDOW = 400
+MEL_HOP = 160
+FRONTENDS = ("waveform", "log_mel")
+
 
 def parse_conv_layers(spec: str | ConvSpec) -> ConvSpec:
   """Parses the reference's layer spec string, e.g. "[(512,10,5)] + [(512,3,2)]*4".
@@ -108,10 +115,19 @@ class ModelConfig:
   quantizer_init_std: float = 1.0
   # HuBERT-only heads (ignored by wav2vec 2.0).
   feature_projection_layer_norm: bool = True
+  # Front end: "waveform" (the conv encoder on raw samples) or "log_mel" (`mel_bins` log-mel
+  # filterbanks at 10 ms, normalised per utterance and bin, then `conv_layers` as a conv
+  # subsampling over mel frames: e.g. one stage (D, 4, 4) = 4 stacked frames projected, 40 ms).
+  frontend: str = "waveform"
+  mel_bins: int = 80
+  # > 0 (log-mel front end only): masked frames' input features are replaced by N(0, std^2)
+  # noise before the conv stages (BEST-RQ) instead of the learned mask embedding after them.
+  mask_noise_std: float = 0.0
   # Numerics.
   dtype: str = "float32"  # Compute dtype of matmuls; norms, gumbel softmax and losses stay fp32.
   # Attention kernel: "xla" (any backend), "cudnn" (fused flash attention: GPU, bfloat16, no
-  # attention dropout) or "auto" (cudnn where it applies, else xla). Changes no parameter.
+  # attention dropout), "pallas" (Pallas flash attention on TPU, no attention dropout) or
+  # "auto" (the fused kernel of the platform where it applies, else xla). Changes no parameter.
   attention: str = "auto"
 
   def __post_init__(self):
@@ -156,11 +172,27 @@ class ModelConfig:
           "model.relative_position_max_distance above a quarter of it (the exact range); got "
           f"{self.relative_position_buckets} and {self.relative_position_max_distance}"
       )
+    if self.frontend not in FRONTENDS:
+      raise ConfigError(f"model.frontend: expected one of {FRONTENDS}, got {self.frontend!r}")
+    if self.mel_bins < 1:
+      raise ConfigError(f"model.mel_bins: expected >= 1, got {self.mel_bins}")
+    if self.mask_noise_std < 0 or (self.mask_noise_std > 0 and self.frontend != "log_mel"):
+      raise ConfigError(
+          f"model.mask_noise_std: expected 0 (learned mask embedding) or > 0 with "
+          f"model.frontend='log_mel' (noise on masked log-mel frames), got "
+          f"{self.mask_noise_std} with model.frontend={self.frontend!r}"
+      )
     if self.dtype not in ("float32", "bfloat16"):
       raise ConfigError(f"model.dtype: expected 'float32' or 'bfloat16', got {self.dtype!r}")
-    if self.attention not in ("auto", "xla", "cudnn"):
+    if self.attention not in ("auto", "xla", "cudnn", "pallas"):
       raise ConfigError(
-          f"model.attention: expected 'auto', 'xla' or 'cudnn', got {self.attention!r}"
+          f"model.attention: expected 'auto', 'xla', 'cudnn' or 'pallas', got {self.attention!r}"
+      )
+    if self.attention == "pallas" and (self.attention_dropout or self.relative_position_buckets):
+      raise ConfigError(
+          "model.attention='pallas' has no attention dropout and takes no position bias: it needs "
+          f"model.attention_dropout=0 and model.relative_position_buckets=0 (got "
+          f"{self.attention_dropout}, {self.relative_position_buckets}); use 'auto'"
       )
     if self.attention == "cudnn" and (self.dtype != "bfloat16" or self.attention_dropout):
       raise ConfigError(
@@ -178,6 +210,15 @@ class ModelConfig:
     return parse_conv_layers(self.conv_layers)
 
   @property
+  def geometry_spec(self) -> ConvSpec:
+    """The stages that decide frame counts and strides, in samples: `conv_spec`, behind the
+    log-mel framing (bins, 400, 160) for the log-mel front end. Pass this, not `conv_spec`, to
+    `conv_output_length` / `valid_frame_lengths`."""
+    if self.frontend == "log_mel":
+      return ((self.mel_bins, MEL_WINDOW, MEL_HOP),) + self.conv_spec
+    return self.conv_spec
+
+  @property
   def conv_dim(self) -> int:
     return self.conv_spec[-1][0]
 
@@ -187,14 +228,15 @@ class ModelConfig:
 
   @property
   def frame_stride(self) -> int:
+    """Samples per frame (the log-mel hop times the conv strides for the log-mel front end)."""
     stride = 1
-    for _, _, s in self.conv_spec:
+    for _, _, s in self.geometry_spec:
       stride *= s
     return stride
 
   def num_frames(self, num_samples: int) -> int:
-    """Frames the conv encoder produces from `num_samples` samples (static)."""
-    return int(conv_output_length(num_samples, self.conv_spec))
+    """Frames the front end produces from `num_samples` samples (static)."""
+    return int(conv_output_length(num_samples, self.geometry_spec))
 
   @classmethod
   def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
@@ -217,7 +259,8 @@ def conv_output_length(num_samples, conv_spec: ConvSpec):
 
 
 def valid_frame_lengths(padding_mask, conv_spec: ConvSpec):
-  """Sample padding mask [batch, samples] (True = pad, at the end) -> valid frames [batch]."""
+  """Sample padding mask [batch, samples] (True = pad, at the end) -> valid frames [batch].
+  `conv_spec`: the model's `geometry_spec` (which includes the log-mel framing)."""
   import jax.numpy as jnp  # Local: the config module stays importable without touching jax.
 
   return conv_output_length(jnp.sum(~padding_mask, axis=-1), conv_spec)

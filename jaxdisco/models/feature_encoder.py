@@ -111,8 +111,10 @@ class ConvFeatureEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, waveform: Array, valid_lengths: Optional[Array] = None) -> Array:
-    """valid_lengths: [batch] valid samples per row (padding at the end), or None."""
-    x = waveform[..., None]
+    """valid_lengths: [batch] valid samples per row (padding at the end), or None. A 3-D input
+    [batch, steps, channels] (log-mel frames) is convolved as it is: the stages are then a
+    conv subsampling over its channels, and valid_lengths counts steps."""
+    x = waveform[..., None] if waveform.ndim == 2 else waveform
     for i, (channels, kernel, stride) in enumerate(self.conv_spec):
       if self.mode == "layer_norm":
         norm = "layer"

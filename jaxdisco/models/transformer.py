@@ -18,20 +18,27 @@ from jaxdisco.models.config import ModelConfig
 from jaxdisco.models.layers import LayerNorm, dense, gelu
 from jaxdisco.models.positional import ConvPositionalEmbedding
 from jaxdisco.models.relative_position import PositionBiasGate, RelativePositionBias
+from jaxdisco.models.tpu_attention import pallas_attention, target_platform
 
 Array = jax.Array
 
 
 def attention_implementation(setting: str, dtype: jnp.dtype, dropout_active: bool) -> str:
-  """The `jax.nn.dot_product_attention` kernel for ModelConfig.attention ("xla" or "cudnn").
+  """The attention kernel for ModelConfig.attention ("xla", "cudnn" or "pallas").
 
-  "auto" takes cuDNN's fused flash attention where it runs (a GPU, bfloat16, no dropout on the
-  attention probabilities: the public API has none), else XLA's softmax(QK^T)V.
+  "auto" takes a fused flash kernel where one runs: cuDNN's on a GPU (bfloat16), the Pallas
+  kernel on a TPU (`models/tpu_attention.py`), neither with dropout on the attention
+  probabilities (they have none); else XLA's softmax(QK^T)V. The platform is the one being
+  compiled for (a TPU topology under `jaxdisco plan`), not necessarily this machine's.
   """
   if setting != "auto":
     return setting
-  usable = jax.default_backend() == "gpu" and dtype == jnp.bfloat16 and not dropout_active
-  return "cudnn" if usable else "xla"
+  if dropout_active:
+    return "xla"
+  platform = target_platform()
+  if platform == "gpu" and dtype == jnp.bfloat16:
+    return "cudnn"
+  return "pallas" if platform == "tpu" else "xla"
 
 
 def cudnn_attention(q: Array, k: Array, v: Array, key_valid: Array, multiple: int = 64) -> Array:
@@ -80,6 +87,8 @@ class SelfAttention(nn.Module):
     if position_bias is not None:
       bias = PositionBiasGate(self.num_heads, name="position_gate")(x, position_bias)
       kernel = "xla"  # The fused kernels used here take no additive bias.
+    if kernel == "pallas":
+      return project_out(pallas_attention(q, k, v, key_valid))
     if kernel == "cudnn":
       try:
         return project_out(cudnn_attention(q, k, v, key_valid))

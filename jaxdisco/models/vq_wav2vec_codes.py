@@ -16,7 +16,7 @@ import numpy as np
 
 from jaxdisco.models.vq_wav2vec_config import VqWav2VecConfig
 from jaxdisco.models.wav2vec1 import Wav2Vec1Encoder, make_quantizer
-from jaxdisco.models.wav2vec2 import frame_validity  # Needs only num_frames and conv_spec.
+from jaxdisco.models.wav2vec2 import frame_validity  # Needs only num_frames and geometry_spec.
 
 Array = jax.Array
 

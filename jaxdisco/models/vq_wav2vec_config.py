@@ -107,6 +107,11 @@ class VqWav2VecConfig:
     return parse_conv_layers(self.encoder_layers)
 
   @property
+  def geometry_spec(self) -> ConvSpec:
+    """The stages that decide frame counts (`ModelConfig.geometry_spec`): the encoder's."""
+    return self.conv_spec
+
+  @property
   def aggregator_spec(self) -> ConvSpec:
     return parse_conv_layers(self.aggregator_layers)
 

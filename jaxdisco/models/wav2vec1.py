@@ -28,7 +28,7 @@ from jaxdisco.models.feature_encoder import strided_conv1d
 from jaxdisco.models.group_norm import GroupNorm
 from jaxdisco.models.layers import gelu
 from jaxdisco.models.vq_wav2vec_config import VqWav2VecConfig
-from jaxdisco.models.wav2vec2 import frame_validity  # Needs only num_frames and conv_spec.
+from jaxdisco.models.wav2vec2 import frame_validity  # Needs only num_frames and geometry_spec.
 from jaxdisco.quantizers.gumbel import GumbelQuantizer
 from jaxdisco.quantizers.kmeans_vq import KmeansQuantizer, dead_code_fraction
 

@@ -28,7 +28,7 @@ def frame_validity(
   frames = config.num_frames(num_samples)
   if padding_mask is None:
     return jnp.ones((batch, frames), bool)
-  frame_lengths = valid_frame_lengths(padding_mask, config.conv_spec)
+  frame_lengths = valid_frame_lengths(padding_mask, config.geometry_spec)
   return jnp.arange(frames)[None, :] < frame_lengths[:, None]
 
 
@@ -41,7 +41,13 @@ class BackboneOutput(NamedTuple):
 
 
 class Wav2Vec2Backbone(nn.Module):
-  """Conv encoder -> LayerNorm -> projection -> span masking -> Transformer."""
+  """Conv encoder -> LayerNorm -> projection -> span masking -> Transformer.
+
+  With `model.frontend = "log_mel"` the conv stages run over normalised log-mel frames
+  (`jaxdisco/models/log_mel.py`) instead of samples; with `model.mask_noise_std > 0` masked
+  frames are not replaced by the mask embedding but their log-mel input frames by N(0, std^2)
+  noise drawn from `noise_key` (BEST-RQ), see `log_mel.mel_frame_mask`.
+  """
 
   config: ModelConfig
 
@@ -54,28 +60,46 @@ class Wav2Vec2Backbone(nn.Module):
       *,
       deterministic: bool = True,
       num_layers: Optional[int] = None,
+      noise_key: Optional[Array] = None,
   ) -> BackboneOutput:
     """waveform: [batch, samples] float32; padding_mask: [batch, samples] bool (True = pad);
-    mask: [batch, frames] bool, frames replaced by the learned mask embedding."""
+    mask: [batch, frames] bool, frames replaced by the learned mask embedding (or, with
+    model.mask_noise_std > 0, their log-mel input by noise from `noise_key`)."""
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
     valid_lengths = None if padding_mask is None else jnp.sum(~padding_mask, axis=-1)
+    noise_masking = cfg.mask_noise_std > 0
+    encoder_input = waveform
+    if cfg.frontend == "log_mel":
+      from jaxdisco.models import log_mel  # pylint: disable=g-import-not-at-top
+
+      encoder_input, mel_lengths = log_mel.normalized_log_mel(waveform, padding_mask, cfg.mel_bins)
+      valid_lengths = None if padding_mask is None else mel_lengths
+      if mask is not None and noise_masking:
+        if noise_key is None:
+          raise ValueError("model.mask_noise_std > 0: pass noise_key with a mask")
+        mel_mask = log_mel.mel_frame_mask(
+            mask, encoder_input.shape[1], cfg.frame_stride // log_mel.MEL_HOP
+        )
+        noise = cfg.mask_noise_std * jax.random.normal(noise_key, encoder_input.shape)
+        encoder_input = jnp.where(mel_mask[..., None], noise, encoder_input)
     features = ConvFeatureEncoder(
         cfg.conv_spec, cfg.extractor_mode, cfg.conv_bias, dtype, name="feature_encoder"
-    )(waveform, valid_lengths)
+    )(encoder_input, valid_lengths)
     features = scale_gradient(features, cfg.feature_grad_mult)
     feature_penalty = jnp.mean(jnp.square(features.astype(jnp.float32)))
     if cfg.feature_projection_layer_norm:
       features = LayerNorm(cfg.layer_norm_eps, axis_name="conv_out", name="feature_norm")(features)
     x = dense(cfg.embed_dim, ("conv_out", "embed"), "feature_projection", dtype=dtype)(features)
     x = nn.Dropout(cfg.dropout_input)(x, deterministic=deterministic)
-    mask_embedding = self.param(
-        "mask_embedding",
-        nn.with_logical_partitioning(nn.initializers.uniform(1.0), ("embed",)),
-        (cfg.embed_dim,),
-    )
-    if mask is not None:
-      x = jnp.where(mask[..., None], mask_embedding.astype(x.dtype), x)
+    if not noise_masking:  # Noise masking (log-mel front end) has no mask embedding.
+      mask_embedding = self.param(
+          "mask_embedding",
+          nn.with_logical_partitioning(nn.initializers.uniform(1.0), ("embed",)),
+          (cfg.embed_dim,),
+      )
+      if mask is not None:
+        x = jnp.where(mask[..., None], mask_embedding.astype(x.dtype), x)
     frame_valid = frame_validity(padding_mask, waveform.shape[-1], cfg, waveform.shape[0])
     out, hidden = TransformerEncoder(cfg, name="encoder")(x, frame_valid, deterministic, num_layers)
     return BackboneOutput(out, tuple(hidden), features, feature_penalty, frame_valid)

@@ -138,7 +138,7 @@ def pretraining_loss(
   if mask is None:
     mask = mask_spans(
         mask_key,
-        valid_frame_lengths(batch["padding_mask"], model_config.conv_spec),
+        valid_frame_lengths(batch["padding_mask"], model_config.geometry_spec),
         num_frames,
         mask_prob=objective.mask_prob,
         mask_length=objective.mask_length,

@@ -67,7 +67,7 @@ def pretraining_loss(
     batch = {
         **batch,
         **draw_masks_and_negatives(
-            draw_key, batch["padding_mask"], model_config.conv_spec, objective
+            draw_key, batch["padding_mask"], model_config.geometry_spec, objective
         ),
     }
   start, end, decay = objective.gumbel_temperature

@@ -92,8 +92,14 @@ def tree_shardings(abstract_boxed, mesh, rules: Rules):
   """
   logical = nn.get_partition_spec(abstract_boxed)
   shapes = unbox_shapes(abstract_boxed)
+  # A box may hold an empty node instead of an array: optax's MaskedNode, where
+  # `multi_transform` keeps no state for a frozen parameter (`Method.frozen_params`). It stays.
   return jax.tree.map(
-      lambda spec, shape: NamedSharding(mesh, mesh_spec(spec, shape.shape, mesh, rules)),
+      lambda spec, shape: (
+          NamedSharding(mesh, mesh_spec(spec, shape.shape, mesh, rules))
+          if hasattr(shape, "shape")
+          else shape
+      ),
       logical,
       shapes,
       is_leaf=_is_spec,
