@@ -11,4 +11,5 @@ SUITE = {
     "kmeans": ["--quick"],
     "tokenize_throughput": ["--quick"],
     "input_pipeline": ["--quick"],
+    "method_steps": ["--quick"],
 }

@@ -175,9 +175,13 @@ def test_stages_done_before_fields_existed_are_kept(loop_run, tmp_path):
     run_hubert_loop(config, copy)
 
 
+def chosen_is_best(probe):
+  return probe["layer"] == max(probe["scores"], key=lambda r: (r["pnmi"], -r["layer"]))["layer"]
+
+
 def test_auto_layer_is_chosen_by_the_probe_and_used_by_the_next_stages(loop_run, tmp_path):
   """loop.layer='auto' on the finished iteration 1 of the module's loop: a probe stage scores
-  every hidden state on train utterances (ABX, PNMI) and records its choice; the feature dump,
+  every hidden state on train utterances (PNMI of k-means at layer_k) and records its choice; the feature dump,
   the k-means centroids' metadata and the unit table all use that layer."""
   config, work, *_ = loop_run
   auto = tmp_path / "auto"
@@ -189,9 +193,11 @@ def test_auto_layer_is_chosen_by_the_probe_and_used_by_the_next_stages(loop_run,
   result = run_hubert_loop(config, auto, stop_after_stage=6)
   probe = json.loads((auto / "probe_it1" / "probe.json").read_text())
   assert [r["layer"] for r in probe["scores"]] == [0, 1, 2]
-  assert all(0 <= r["pnmi"] <= 1 for r in probe["scores"])
-  assert probe["criterion"].startswith("abx") and "lowest ABX" in probe["reason"]
   chosen = probe["layer"]
+  assert all(0 <= r["pnmi"] <= 1 for r in probe["scores"])
+  # PNMI at layer_k decides by default (loop.probe_abx=False): the best k-means units.
+  assert probe["criterion"] == "pnmi" and "highest PNMI" in probe["reason"]
+  assert chosen_is_best(probe)
   assert result["stages"]["probe_it1"]["layer"] == chosen
   assert result["stages"]["features_it1"]["train"]["layer"] == chosen
   _, meta = km.load_centroids(auto / "kmeans_it1" / "centroids")

@@ -600,24 +600,41 @@ bitrate, about a fifth of FLAC's size), for work that needs more than
 
 
 def synthesize(
-    tts, rng, sentences, num_train, num_valid, audio_dir: Path, extended: bool = False
+    tts,
+    rng,
+    sentences,
+    num_train,
+    num_valid,
+    audio_dir: Path,
+    extended: bool = False,
+    *,
+    voices=VOICES,
+    rates=RATES,
+    pitches=PITCHES,
+    prefix: str | None = None,
+    transform=None,
 ) -> list[dict]:
   """Speaks sentences in order until `num_train + num_valid` fall within the duration limits.
 
   Shipped utterances are `demo-0001.flac`, ...; `extended` ones `ext-0001.ogg` (Opus), ...
+  `voices`, `rates`, `pitches`: the prosody drawn from (default: the demo corpus's);
+  `prefix`: the id prefix; `transform(audio, rng) -> audio` runs on each 16 kHz utterance
+  before it is written (e.g. added noise; alignments are unchanged).
   """
   total = num_train + num_valid
-  prefix = "ext" if extended else "demo"
+  prefix = prefix or ("ext" if extended else "demo")
   utts = []
   for text in sentences:
     if len(utts) == total:
       break
     # Prosody is drawn for every candidate (even rejected ones) so the
     # RNG stream does not depend on synthesis results.
-    voice, rate, pitch = rng.choice(VOICES), rng.choice(RATES), rng.choice(PITCHES)
+    voice, rate, pitch = rng.choice(voices), rng.choice(rates), rng.choice(pitches)
     audio22, phones = tts.synth(text, voice, rate, pitch)
     segs22 = events_to_segments(phones, len(audio22))
     audio, align = render(audio22, segs22)
+    if transform is not None:
+      audio = transform(audio, rng)
     dur = len(audio) / TARGET_SR
     if not MIN_DUR_S <= dur <= MAX_DUR_S:
       continue

@@ -27,6 +27,12 @@ _TOLERANCE = flags.DEFINE_float(
     "tolerance", 0.0, "ABX error rates within this (0..1) of the best count as equal."
 )
 _OUT = flags.DEFINE_string("out", None, "Directory for probe.md, probe.json and probe.png.")
+_NORMALIZE = flags.DEFINE_enum(
+    "normalize",
+    "auto",
+    ["auto", "true", "false"],
+    "Per-utterance waveform normalization (auto: as the model was trained).",
+)
 
 
 def main(argv):
@@ -35,9 +41,10 @@ def main(argv):
   if not (_MODEL.value and _MANIFEST.value and _ALIGNMENTS.value):
     raise app.UsageError("probe-layers needs --model, --manifest and --alignments")
   from jaxdisco.evaluation import layer_probe  # pylint: disable=g-import-not-at-top
-  from jaxdisco.pretrained import load_pretrained  # pylint: disable=g-import-not-at-top
+  from jaxdisco.export.tokenizer import load_source_model  # pylint: disable=g-import-not-at-top
 
-  pretrained = load_pretrained(_MODEL.value)
+  pretrained, _, trained_normalized, _ = load_source_model(_MODEL.value)
+  normalize = {"auto": trained_normalized, "true": True, "false": False}[_NORMALIZE.value]
   rows = layer_probe.probe_layers(
       pretrained,
       _MANIFEST.value,
@@ -49,6 +56,7 @@ def main(argv):
       max_frames=_MAX_FRAMES.value,
       seed=_SEED.value,
       abx=not _NO_ABX.value,
+      normalize=normalize,
   )
   choice = layer_probe.choose_from_scores(rows, tolerance=_TOLERANCE.value)
   if _OUT.value:

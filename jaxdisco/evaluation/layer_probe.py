@@ -33,6 +33,7 @@ import numpy as np
 
 from jaxdisco.data import audio
 from jaxdisco.data import manifest as manifest_lib
+from jaxdisco.data.normalize import normalize_waveform
 from jaxdisco.evaluation import abx as abx_lib
 from jaxdisco.evaluation import abx_items
 from jaxdisco.evaluation import units as units_lib
@@ -61,9 +62,10 @@ class LayerChoice:
 
 
 def frame_rate_of(config) -> float:
-  """Frames per second of a backbone at 16 kHz: 16000 / product of the conv strides."""
+  """Frames per second of a backbone at 16 kHz: 16000 / product of the strides (the log-mel
+  hop included)."""
   hop = 1
-  for _, _, stride in config.conv_spec:
+  for _, _, stride in config.geometry_spec:
     hop *= stride
   return 16000 / hop
 
@@ -74,9 +76,12 @@ def all_layer_features(
     *,
     layers: Optional[Sequence[int]] = None,
     batch_size: int = 8,
+    normalize: bool = False,
 ) -> dict[int, list[np.ndarray]]:
   """hidden_states[layer] `[frames, dim]` of every utterance, for each layer, one forward
-  pass per batch (utterances sorted by length so padding wastes little)."""
+  pass per batch (utterances sorted by length so padding wastes little). `normalize`: each
+  waveform to zero mean / unit variance first, as a model trained with data.normalize saw
+  its input (the feature dumps and the tokenizer do the same)."""
   num_layers = pretrained.config.num_layers
   layers = list(range(num_layers + 1)) if layers is None else [int(i) for i in layers]
   order = sorted(range(len(manifest)), key=lambda i: int(manifest.num_samples[i]))
@@ -84,6 +89,8 @@ def all_layer_features(
   for start in range(0, len(order), batch_size):
     chunk = order[start : start + batch_size]
     waves = [audio.read_audio(manifest.audio_path(i)) for i in chunk]
+    if normalize:
+      waves = [normalize_waveform(w) for w in waves]
     width = -(-max(len(w) for w in waves) // _BUCKET_SAMPLES) * _BUCKET_SAMPLES
     batch = np.zeros((batch_size, width), np.float32)
     padding = np.ones((batch_size, width), bool)
@@ -177,12 +184,14 @@ def probe_layers(
     seed: int = 0,
     abx: bool = True,
     batch_size: int = 8,
+    normalize: bool = False,
 ) -> list[dict]:
   """`probe_features` of every hidden state of `pretrained` (`load_pretrained`) on a manifest.
 
   ABX items are `items` (a file or list) or, by default, the alignments' triphones with speakers
   from `speakers` (a mapping, or a file for `abx_items.read_speakers`; default: the id up to
-  its first '-'); `abx=False` skips ABX.
+  its first '-'); `abx=False` skips ABX; `normalize`: per-utterance zero mean / unit
+  variance input (`all_layer_features`), for models trained with data.normalize.
   """
   if not isinstance(manifest, manifest_lib.Manifest):
     manifest = manifest_lib.read_manifest(manifest)
@@ -200,7 +209,9 @@ def probe_layers(
         speakers = abx_items.read_speakers(speakers, ids)
       present = {u: alignments[u] for u in ids if u in alignments}
       chosen_items = abx_items.triphone_items(present, speakers)
-  features = all_layer_features(pretrained, manifest, layers=layers, batch_size=batch_size)
+  features = all_layer_features(
+      pretrained, manifest, layers=layers, batch_size=batch_size, normalize=normalize
+  )
   return probe_features(
       features,
       ids,
@@ -291,7 +302,8 @@ def choose_layer(
     k: k-means clusters for PNMI (the K of the next HuBERT iteration).
     speakers: utterance id -> speaker, or a file (`abx_items.read_speakers`).
     tolerance: ABX error rates within this of the best count as equal (PNMI then decides).
-    **probe_kwargs: `probe_layers` options (`layers`, `max_frames`, `seed`, `abx`, `items`).
+    **probe_kwargs: `probe_layers` options (`layers`, `max_frames`, `seed`, `abx`, `items`,
+      `normalize`).
 
   Returns:
     `LayerChoice` (`.layer`, `.criterion`, `.reason`, `.scores`; `.to_json()` to record it).

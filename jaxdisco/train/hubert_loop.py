@@ -12,7 +12,7 @@ Stages, each in its own subdirectory of `workdir`:
   3. `train_it1/`       iteration 1 (loop.steps[0] steps, labels at loop.mfcc_label_rate)
   4. `features_it1/`    hidden_states[loop.layer] of the iteration-1 model (50 Hz); with
                         loop.layer="auto", a `probe_it1/` stage first scores every layer
-                        (ABX, PNMI; probe.md/json/png) and the best one is dumped
+                        (PNMI at layer_k; probe.md/json/png) and the best one is dumped
   5. `kmeans_it1/`      k-means(loop.layer_k) of them: iteration-2 targets
   6. `train_it2/`       iteration 2 from scratch (loop.steps[1] steps, labels at
                         loop.feature_label_rate)
@@ -215,9 +215,10 @@ def _layer(config, workdir: epath.Path, iteration: int) -> int:
 
 def _probe(config, train_dir: epath.Path, out: epath.Path) -> dict:
   """loop.layer='auto': score every hidden state of the trained model on a random subset of
-  the train utterances and choose one (`layer_probe.choose_from_scores`: ABX, then PNMI at
-  loop.layer_k). Without train alignments there is nothing to score: half the depth, the
-  published BASE recipe's layer 6 of 12."""
+  the train utterances and choose one (`layer_probe.choose_from_scores`: PNMI of k-means at
+  loop.layer_k, or ABX first with loop.probe_abx; `hubert_loop_defaults` says why PNMI is the
+  default). Without train alignments there is nothing to score: half the depth, the published
+  BASE recipe's layer 6 of 12."""
   from jaxdisco.evaluation import layer_probe  # pylint: disable=g-import-not-at-top
   from jaxdisco.pretrained import load_pretrained  # pylint: disable=g-import-not-at-top
 
@@ -238,7 +239,12 @@ def _probe(config, train_dir: epath.Path, out: epath.Path) -> dict:
   model = load_pretrained(train_dir)
   _progress(f"probing layers 0..{depth} on {count} train utterances (K={loop.layer_k})")
   choice = layer_probe.choose_layer(
-      model, subset, loop.train_alignments, k=loop.layer_k, abx=bool(loop.probe_abx)
+      model,
+      subset,
+      loop.train_alignments,
+      k=loop.layer_k,
+      abx=bool(loop.probe_abx),
+      normalize=bool(config.data.normalize),  # As the feature dump feeds the model.
   )
   layer_probe.write_probe(out, choice, title=f"{out.name}: layer probe")
   _progress(choice.reason)
@@ -360,7 +366,7 @@ def _stages(config, workdir: epath.Path) -> list[Stage]:
       "hidden_states_convention": DEFAULT_HIDDEN_STATES_CONVENTION,
   }
   auto = loop.layer == "auto"
-  layer_title = lambda it: "the probed layer" if auto else f"layer {loop.layer}"
+  layer_title = lambda it: "probed layer" if auto else f"layer {loop.layer}"
   train_inputs = lambda i: {
       "steps": int(loop.steps[i]),
       **{b: config[b].to_dict() for b in ("objective", "optim", "data")},
@@ -409,7 +415,7 @@ def _stages(config, workdir: epath.Path) -> list[Stage]:
     stages += [
         Stage(
             f"features_it{it}",
-            f"dump {layer_title(it)} of the iteration-{it} model",
+            f"dump the iteration-{it} model's {layer_title(it)}",
             lambda out, it=it: _dump_layer(
                 config, workdir / f"train_it{it}", out, _layer(config, workdir, it)
             ),
@@ -417,7 +423,7 @@ def _stages(config, workdir: epath.Path) -> list[Stage]:
         ),
         Stage(
             f"kmeans_it{it}",
-            f"k-means K={loop.layer_k} of iteration-{it} {layer_title(it)}"
+            f"k-means K={loop.layer_k} of the iteration-{it} model's {layer_title(it)}"
             + (" -> iteration-2 labels" if it == 1 else ""),
             lambda out, it=it: _cluster(
                 config,
