@@ -24,7 +24,7 @@ COMMAND_FLAGS = {
     "export-tokenizer": {
         "--centroids": "save_centroids path prefix",
         "--hidden-states-convention": "transformers5",
-        "--units": "<kmeans|codebook|vq_wav2vec>",
+        "--units": "<kmeans|codebook|vq_wav2vec|dinosr|best_rq>",
     },
     "tokenize": {"--tokenizer": "written by export-tokenizer", "--[no]deduplicate": "Merge"},
     "eval-units": {"--alignments": "JSONL phone alignments", "--frame-rate": "(default: '50.0')"},

@@ -1,6 +1,6 @@
 """`jaxdisco export-tokenizer --workdir DIR --out DIR [--layer L --centroids PATH]
-[--units kmeans|codebook|vq_wav2vec] [--export-lengths 16000,32000,...]`: writes a frozen tokenizer
-directory (see `jaxdisco.export.tokenizer`). `--workdir` is a training workdir / checkpoint, a
+[--units kmeans|codebook|vq_wav2vec|dinosr|best_rq] [--export-lengths 16000,32000,...]`:
+writes a frozen tokenizer directory (see `jaxdisco.export.tokenizer`). `--workdir` is a training workdir / checkpoint, a
 Hugging Face directory or a fairseq `.pt` checkpoint."""
 
 from absl import app, flags
@@ -21,7 +21,8 @@ _UNITS = flags.DEFINE_enum(
     "kmeans",
     list(UNIT_KINDS),
     "Kind of units; which ones a model exports is its method's (vq_wav2vec: the codes of a "
-    "vq-wav2vec run).",
+    "vq-wav2vec run; dinosr: the teacher's codebook index at --layer; best_rq: the frozen "
+    "quantizer's ids).",
 )
 _LENGTHS = flags.DEFINE_list(
     "export-lengths",
