@@ -63,24 +63,12 @@ def pretraining_loss(
   noise of noise masking (`model.mask_noise_std`) is drawn from its own split of `key`.
   """
   from jaxdisco.models.best_rq import BestRqForPretraining
-  from jaxdisco.models.config import valid_frame_lengths
-  from jaxdisco.objectives.masking import mask_spans
+  from jaxdisco.objectives.masking import batch_or_span_mask
 
   del step
   model = BestRqForPretraining(model_config, vocab, code_dim, num_codebooks, stack_frames)
   mask_key, noise_key, dropout_key = jax.random.split(key, 3)
-  num_frames = model_config.num_frames(batch["waveform"].shape[-1])
-  mask = batch.get("mask")
-  if mask is None:
-    mask = mask_spans(
-        mask_key,
-        valid_frame_lengths(batch["padding_mask"], model_config.geometry_spec),
-        num_frames,
-        mask_prob=objective.mask_prob,
-        mask_length=objective.mask_length,
-        min_masks=objective.min_masks,
-        require_same_masks=objective.require_same_masks,
-    )
+  mask = batch_or_span_mask(mask_key, batch, model_config, objective)
   out = model.apply(
       params,
       batch["waveform"],

@@ -110,25 +110,13 @@ def pretraining_loss(
   """DinoSR task: (params, batch, key) -> (loss, metrics). `batch`: waveform, padding_mask,
   optionally `mask` (else drawn from `key` with the reference's span masking). In training,
   `metrics[STATS]` holds the per-code counts and feature sums of the masked valid frames."""
-  from jaxdisco.models.config import valid_frame_lengths
   from jaxdisco.models.dinosr import DinoSRForPretraining
-  from jaxdisco.objectives.masking import mask_spans
+  from jaxdisco.objectives.masking import batch_or_span_mask
 
   del step  # No schedule inside the loss: the EMA schedules live in the parameter update.
   model = DinoSRForPretraining(model_config, num_codebooks, codebook_size)
   mask_key, dropout_key = jax.random.split(key)
-  num_frames = model_config.num_frames(batch["waveform"].shape[-1])
-  mask = batch.get("mask")
-  if mask is None:
-    mask = mask_spans(
-        mask_key,
-        valid_frame_lengths(batch["padding_mask"], model_config.conv_spec),
-        num_frames,
-        mask_prob=objective.mask_prob,
-        mask_length=objective.mask_length,
-        min_masks=objective.min_masks,
-        require_same_masks=objective.require_same_masks,
-    )
+  mask = batch_or_span_mask(mask_key, batch, model_config, objective)
   out = model.apply(
       params,
       batch["waveform"],

@@ -127,24 +127,13 @@ def pretraining_loss(
   `key` with the reference's span masking).
   """
   from jaxdisco.models.hubert import HubertForPretraining
-  from jaxdisco.objectives.masking import mask_spans
-  from jaxdisco.models.config import valid_frame_lengths
+  from jaxdisco.objectives.masking import batch_or_span_mask
 
   del step  # No schedule inside the HuBERT loss.
   model = HubertForPretraining(model_config, tuple(num_classes), objective.untie_final_proj)
   mask_key, dropout_key = jax.random.split(key)
   num_frames = model_config.num_frames(batch["waveform"].shape[-1])
-  mask = batch.get("mask")
-  if mask is None:
-    mask = mask_spans(
-        mask_key,
-        valid_frame_lengths(batch["padding_mask"], model_config.geometry_spec),
-        num_frames,
-        mask_prob=objective.mask_prob,
-        mask_length=objective.mask_length,
-        min_masks=objective.min_masks,
-        require_same_masks=objective.require_same_masks,
-    )
+  mask = batch_or_span_mask(mask_key, batch, model_config, objective)
   out = model.apply(
       params,
       batch["waveform"],

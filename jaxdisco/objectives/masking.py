@@ -71,3 +71,23 @@ def mask_spans(
     trim_priorities = jnp.where(mask, jax.random.uniform(trim_key, mask.shape), -1.0)
     mask &= _rank_of(trim_priorities) < keep
   return mask
+
+
+def batch_or_span_mask(key: Array, batch, model_config, objective) -> Array:
+  """The batch's `mask` if the input pipeline drew one (`data.masks_in_pipeline`), else span
+  masks drawn here from `key` with `objective`'s settings over each row's valid frames (the
+  front end's geometry, log-mel framing included): [batch, frames] bool."""
+  from jaxdisco.models.config import valid_frame_lengths  # pylint: disable=g-import-not-at-top
+
+  mask = batch.get("mask")
+  if mask is not None:
+    return mask
+  return mask_spans(
+      key,
+      valid_frame_lengths(batch["padding_mask"], model_config.geometry_spec),
+      model_config.num_frames(batch["waveform"].shape[-1]),
+      mask_prob=objective.mask_prob,
+      mask_length=objective.mask_length,
+      min_masks=objective.min_masks,
+      require_same_masks=objective.require_same_masks,
+  )
