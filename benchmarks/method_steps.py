@@ -105,6 +105,9 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
   from benchmarks.train_step import matmul_step, time_calls  # pylint: disable=g-import-not-at-top
 
   names = args.methods.split(",")
+  unknown = sorted(set(names) - set(DEMOS))
+  if unknown:
+    parser.error(f"--methods: unknown {unknown}; expected some of {sorted(DEMOS)}")
   built = {}
   for name in names:
     compiled, state, batch, flops = build(name)

@@ -78,6 +78,9 @@ def main(argv=None) -> int:
   ap.add_argument("--num-valid", type=int, default=64)
   ap.add_argument("--seed", type=int, default=20261203)
   args = ap.parse_args(argv)
+  for name in ("num_train", "num_valid"):
+    if getattr(args, name) < 1:
+      ap.error(f"--{name.replace('_', '-')}: expected a count >= 1, got {getattr(args, name)}")
   total = args.num_train + args.num_valid
   rng = random.Random(args.seed)
   sentences = demo.make_sentences(rng, 4 * total + 50)
