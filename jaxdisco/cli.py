@@ -72,6 +72,12 @@ def _probe_layers():
   return probe_layers
 
 
+def _fit_kmeans():
+  from jaxdisco.commands import fit_kmeans
+
+  return fit_kmeans
+
+
 def _plan():
   from jaxdisco.commands import plan
 
@@ -97,6 +103,7 @@ COMMANDS = {
     "export-tokenizer": Command(_export_tokenizer, "write a frozen tokenizer directory"),
     "tokenize": Command(_tokenize, "unit ids of audio files, folders and manifests"),
     "probe-layers": Command(_probe_layers, "PNMI and ABX of every layer of a trained model"),
+    "fit-kmeans": Command(_fit_kmeans, "k-means of a feature dump, streamed from its shards"),
     "hubert-iterate": Command(
         _hubert_iterate, "the whole HuBERT loop (MFCC k-means -> iterations 1 and 2)", True
     ),

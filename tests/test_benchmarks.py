@@ -125,3 +125,18 @@ def test_profile_attributes_traced_ops_to_model_parts(tmp_path):
       "pos conv",
       "bwd",
   )
+
+
+def test_kmeans_benchmark_reports_time_to_the_common_target(capsys):
+  from benchmarks import kmeans as kmeans_bench  # pylint: disable=g-import-not-at-top
+
+  rows = kmeans_bench.main(
+      "--frames 30000 --dim 8 --k 6 --passes 3 --jaxdisco-n-init 1 --sklearn-max-iter 1 "
+      "--sklearn-lloyd-iter= --faiss-niter= --frames-per-utterance 1000".split()
+  )
+  methods = {r["method"] for r in rows}
+  assert {"jaxdisco streamed from disk", "jaxdisco mini-batch in memory"} <= methods
+  assert min(r["inertia_vs_best"] for r in rows) == 1.0
+  assert all((r["inertia_vs_best"] <= 1.01) == r["within_target"] for r in rows)
+  assert rows[0]["setting"].startswith("init") and rows[1]["setting"] == "after pass 1"
+  assert "time to within 1% of the best inertia" in capsys.readouterr().out

@@ -31,6 +31,7 @@ COMMAND_FLAGS = {
     "prepare-data": {"--source": "Manifest .tsv", "--on-error": "<skip|fail>"},
     "probe-layers": {"--model": "fairseq .pt", "--k": "(default: '50')"},
     "plan": {"--topology": "TPU slice", "--[no]fit": "largest per-chip batch"},
+    "fit-kmeans": {"--features": "Feature dump directory", "--passes": "(default: '20')"},
 }
 
 

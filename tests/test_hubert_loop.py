@@ -163,6 +163,7 @@ def test_stages_done_before_fields_existed_are_kept(loop_run, tmp_path):
     for block, field in (("model", "layer_norm_eps"), ("data", "buckets"), ("optim", "b1")):
       inputs.get(block, {}).pop(field, None)
     inputs.pop("kmeans_batch_size", None)  # A loop field, recorded by name.
+    inputs.pop("kmeans_algorithm", None)  # Added with the streamed k-means.
     marker.write_text(json.dumps(record))
   stamps = {s: _stamps(copy / s) for s in STAGES}
   again = run_hubert_loop(config, copy)
@@ -206,6 +207,28 @@ def test_auto_layer_is_chosen_by_the_probe_and_used_by_the_next_stages(loop_run,
   assert (auto / "probe_it1" / "probe.png").stat().st_size > 0
 
 
+def test_streamed_kmeans_stage_fits_every_train_frame_from_the_dump(loop_run, tmp_path):
+  """loop.kmeans_algorithm='streamed' on the module's MFCC dump: the k-means stage streams all
+  train frames from the shards (no kmeans_fraction subset) and writes the usual outputs."""
+  config, work, *_ = loop_run
+  streamed = tmp_path / "streamed"
+  shutil.copytree(work / "mfcc", streamed / "mfcc")
+  config = _tiny_config(work.parent)
+  config.loop.kmeans_algorithm = "streamed"
+  result = run_hubert_loop(config, streamed, stop_after_stage=2)
+  frames = sum(len(f) for f in load_layer_features(work / "mfcc" / "train")[0])
+  summary = result["stages"]["kmeans_mfcc"]
+  assert summary["fit_frames"] == frames
+  centroids, meta = km.load_centroids(streamed / "kmeans_mfcc" / "centroids")
+  assert centroids.shape == (K, 39) and meta["fit_frames"] == frames
+  original = json.loads((work / "kmeans_mfcc" / "done.json").read_text())["summary"]
+  assert original["fit_frames"] < frames  # The mini-batch stage fitted on kmeans_fraction.
+  # Lloyd on every frame is no worse per frame than mini-batch on half of them (to 5%).
+  assert summary["inertia_per_frame"] <= 1.05 * original["inertia_per_frame"]
+  labels = lb.read_km(streamed / "kmeans_mfcc" / "train.km")
+  assert sum(len(u) for u in labels) == frames
+
+
 def test_auto_layer_without_alignments_takes_half_the_depth(tmp_path):
   from jaxdisco.train import hubert_loop
 
@@ -237,6 +260,7 @@ def test_finished_stage_with_other_settings_is_refused(loop_run):
         ("loop.feature_label_rate", 100.0, "loop.feature_label_rate"),
         ("loop.mfcc_label_rate", 50.0, "loop.mfcc_label_rate"),
         ("loop.kmeans_fraction", 0.0, "loop.kmeans_fraction"),
+        ("loop.kmeans_algorithm", "faiss", "loop.kmeans_algorithm: expected 'minibatch' or"),
         ("loop.train_alignments", "/nonexistent.jsonl", "loop.train_alignments"),
     ],
 )

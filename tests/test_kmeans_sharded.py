@@ -42,6 +42,24 @@ _SCRIPT = textwrap.dedent("""
     labels, _ = km.assign(x, centres)
     np.testing.assert_allclose(np.asarray(counts), np.bincount(labels, minlength=20))
     np.testing.assert_allclose(np.asarray(sums)[3], x[labels == 3].sum(0), rtol=1e-4, atol=1e-3)
+
+    # Streamed from shards: the same passes on 4 devices as on 1 (given the same start).
+    import pathlib, tempfile
+    from jaxdisco.clustering import features, streamed_kmeans as sk
+    dump = features.dump_arrays(np.split(x, [1000, 2500, 4000]), pathlib.Path(tempfile.mkdtemp()),
+                                utterances_per_shard=1)
+    frames = sk.StreamedFrames.from_dump(dump)
+    config = sk.StreamedKMeans(k=20, max_passes=3, tol=0.0, chunk_frames=512)
+    a = sk.fit_streamed_kmeans(frames, config, mesh=four, init_centroids=centres)
+    b = sk.fit_streamed_kmeans(frames, config, mesh=one, init_centroids=centres)
+    np.testing.assert_allclose(a.centroids, b.centroids, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(a.pass_inertias, b.pass_inertias, rtol=1e-5)
+    acc = jax.jit(functools.partial(sk._accumulate, precision=jax.lax.Precision.HIGHEST))
+    sharded = jax.sharding.NamedSharding(four, jax.sharding.PartitionSpec("data"))
+    chunk = jax.device_put(x[:512], sharded)
+    w = jax.device_put(np.ones(512, np.float32), sharded)
+    hlo = acc.lower(sk._pass_start(20, 16), chunk, w, centres).compile().as_text()
+    assert "all-reduce" in hlo, "expected the streamed pass to all-reduce per-shard sums"
     print("OK")
 """)
 

@@ -122,6 +122,38 @@ def dump_features(
   return out
 
 
+def dump_arrays(
+    arrays: list[np.ndarray],
+    out_dir: PathLike,
+    *,
+    ids: Optional[list[str]] = None,
+    utterances_per_shard: int = 256,
+    meta: Optional[dict] = None,
+) -> epath.Path:
+  """Writes per-utterance `[frames, dim]` arrays computed elsewhere as a dump (same shards and
+  meta.json as `dump_features`), e.g. to stream them into `streamed_kmeans`. Returns `out_dir`."""
+  if not arrays:
+    raise ValueError(f"{out_dir}: no arrays to dump")
+  dims = {int(np.shape(a)[1]) if np.ndim(a) == 2 else -1 for a in arrays}
+  if len(dims) != 1 or -1 in dims:
+    raise ValueError(f"{out_dir}: expected [frames, dim] arrays of one dim, got dims {sorted(dims)}")
+  ids = [f"utt{i:07d}" for i in range(len(arrays))] if ids is None else list(ids)
+  listing = manifest_lib.Manifest(
+      path=epath.Path(out_dir) / "arrays",
+      root=epath.Path(out_dir),
+      files=tuple(ids),
+      num_samples=np.asarray([len(a) for a in arrays], np.int64),
+  )
+  return dump_features(
+      lambda indices: [np.asarray(arrays[i], np.float32) for i in indices],
+      listing,
+      out_dir,
+      {"source": "arrays", **(meta or {}), "dim": dims.pop()},
+      utterances_per_shard=utterances_per_shard,
+      progress=None,
+  )
+
+
 def _featurize(
     pretrained, manifest, indices, layer, batch_size, normalize, convention
 ) -> list[np.ndarray]:

@@ -75,6 +75,11 @@ def hubert_loop_defaults() -> ml_collections.ConfigDict:
   loop.steps = (250_000, 400_000)  # train.num_steps of iterations 1 and 2.
   loop.mfcc_label_rate = 100.0  # Hz; MFCC hop is 10 ms.
   loop.feature_label_rate = 50.0  # Hz; data.sample_rate / the conv encoder's total stride.
+  # "minibatch": the reference's in-memory MiniBatchKMeans on loop.kmeans_fraction of the
+  # train utterances. "streamed": every train frame, streamed from the dump's shards (no
+  # memory wall; `clustering.streamed_kmeans`, at most loop.kmeans_max_iter passes); the
+  # fraction, batch size and n_init do not apply.
+  loop.kmeans_algorithm = "minibatch"
   loop.kmeans_fraction = 0.1  # Share of train utterances k-means is fitted on (the reference's).
   loop.kmeans_batch_size = 10_000  # MiniBatchKMeans settings of the reference.
   loop.kmeans_n_init = 20

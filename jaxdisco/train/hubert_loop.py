@@ -7,7 +7,8 @@ pretrain` at a finished loop's `kmeans_it1/` labels (`labels.train`, `objective.
 Stages, each in its own subdirectory of `workdir`:
 
   1. `mfcc/`            39-d MFCCs (100 Hz) of data.train_manifest (and data.valid_manifest)
-  2. `kmeans_mfcc/`     k-means(loop.mfcc_k) on loop.kmeans_fraction of the train utterances;
+  2. `kmeans_mfcc/`     k-means(loop.mfcc_k) on loop.kmeans_fraction of the train utterances
+                        (or, with loop.kmeans_algorithm="streamed", on all of them, streamed);
                         `{split}.km` + `dict.km.txt`: iteration-1 targets
   3. `train_it1/`       iteration 1 (loop.steps[0] steps, labels at loop.mfcc_label_rate)
   4. `features_it1/`    hidden_states[loop.layer] of the iteration-1 model (50 Hz); with
@@ -53,6 +54,7 @@ import numpy as np
 from jaxdisco.clustering import features as features_lib
 from jaxdisco.clustering import kmeans as kmeans_lib
 from jaxdisco.clustering import labels as labels_lib
+from jaxdisco.clustering import streamed_kmeans
 from jaxdisco.data import audio
 from jaxdisco.data import manifest as manifest_lib
 from jaxdisco.data import mfcc
@@ -143,6 +145,10 @@ def check_loop_config(config) -> ml_collections.ConfigDict:
   _require(
       0 < loop.kmeans_fraction <= 1,
       f"loop.kmeans_fraction: expected (0, 1], got {loop.kmeans_fraction}",
+  )
+  _require(
+      loop.kmeans_algorithm in ("minibatch", "streamed"),
+      f"loop.kmeans_algorithm: expected 'minibatch' or 'streamed', got {loop.kmeans_algorithm!r}",
   )
   for field in ("kmeans_batch_size", "kmeans_n_init", "kmeans_max_iter", "utterances_per_shard"):
     _require(loop[field] >= 1, f"loop.{field}: expected >= 1, got {loop[field]}")
@@ -280,10 +286,19 @@ def _fit_subset(features_dir: epath.Path, fraction: float, seed: int) -> np.ndar
   return np.concatenate(chosen).astype(np.float32)
 
 
-def _cluster(config, features_dir: epath.Path, k: int, frame_rate: float, meta, out) -> dict:
-  """k-means on a subset of the train features → centroids, `.km` labels, unit quality."""
-  loop = config.loop
-  x = _fit_subset(features_dir / "train", loop.kmeans_fraction, loop.kmeans_seed)
+def _fit_centroids(loop, train_dir: epath.Path, k: int) -> tuple[np.ndarray, float, int]:
+  """k-means of the train dump by loop.kmeans_algorithm → (centroids, inertia, frames fitted)."""
+  if loop.kmeans_algorithm == "streamed":
+    frames = streamed_kmeans.StreamedFrames.from_dump(train_dir)
+    _progress(f"k-means K={k} streamed from {len(frames.paths)} shards ({frames.num_frames} frames)")
+    result = streamed_kmeans.fit_streamed_kmeans(
+        frames,
+        streamed_kmeans.StreamedKMeans(k=k, max_passes=loop.kmeans_max_iter, seed=loop.kmeans_seed),
+        progress=_progress,
+    )
+    # The last pass's inertia: that of the centres it started from, an upper bound.
+    return result.centroids, result.pass_inertias[-1], result.num_frames
+  x = _fit_subset(train_dir, loop.kmeans_fraction, loop.kmeans_seed)
   if x.shape[0] < k:
     raise ConfigError(
         f"loop.kmeans_fraction={loop.kmeans_fraction} leaves {x.shape[0]} frames, fewer than "
@@ -298,22 +313,29 @@ def _cluster(config, features_dir: epath.Path, k: int, frame_rate: float, meta, 
   )
   _progress(f"k-means K={k} on {x.shape[0]} frames x {x.shape[1]}")
   result = kmeans_lib.fit_kmeans(x, settings, progress=_progress)
+  return result.centroids, result.inertia, x.shape[0]
+
+
+def _cluster(config, features_dir: epath.Path, k: int, frame_rate: float, meta, out) -> dict:
+  """k-means of the train features → centroids, `.km` labels, unit quality."""
+  loop = config.loop
+  centroids, inertia, fit_frames = _fit_centroids(loop, features_dir / "train", k)
   kmeans_lib.save_centroids(
       out / "centroids",
-      result.centroids,
-      {**meta, "inertia": result.inertia, "fit_frames": x.shape[0]},
+      centroids,
+      {**meta, "inertia": inertia, "fit_frames": fit_frames},
   )
   summary = {
       "k": k,
-      "fit_frames": int(x.shape[0]),
-      "inertia_per_frame": result.inertia / x.shape[0],
+      "fit_frames": int(fit_frames),
+      "inertia_per_frame": inertia / fit_frames,
   }
   for split in ("train", "valid"):
     if not (features_dir / split).exists():
       continue
     labels, ids = [], []
     for shard, shard_ids in features_lib.iter_feature_shards(features_dir / split):
-      labels.extend(labels_lib.assign_utterances(shard, result.centroids))
+      labels.extend(labels_lib.assign_utterances(shard, centroids))
       ids.extend(shard_ids)
     labels_lib.write_km(out / f"{split}.km", labels, ids)
     alignments = loop[f"{split}_alignments"]
@@ -356,7 +378,13 @@ def _stages(config, workdir: epath.Path) -> list[Stage]:
   model_inputs = {"model": model_fields, "data": config.data.to_dict()}
   kmeans_inputs = {
       f: loop[f]
-      for f in ("kmeans_fraction", "kmeans_batch_size", "kmeans_n_init", "kmeans_max_iter")
+      for f in (
+          "kmeans_algorithm",
+          "kmeans_fraction",
+          "kmeans_batch_size",
+          "kmeans_n_init",
+          "kmeans_max_iter",
+      )
   } | {"kmeans_seed": loop.kmeans_seed}
   align = {"train_alignments": loop.train_alignments, "valid_alignments": loop.valid_alignments}
   layer_meta = lambda it: {
