@@ -50,7 +50,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import numpy as np
 
 from jaxdisco.clustering import kmeans as km
-from jaxdisco.errors import ConfigError, MissingFileError
+from jaxdisco.errors import ConfigError, MissingFileError, UserError
 from jaxdisco.progress import ProgressMeter
 
 PathLike = Union[str, os.PathLike, epath.Path]
@@ -58,6 +58,10 @@ PathLike = Union[str, os.PathLike, epath.Path]
 
 # ---------------------------------------------------------------------------------------------
 # Frames on disk.
+
+
+class FeatureShardError(UserError, ValueError):
+  """A feature shard is unreadable, or disagrees with the others (dim) or with k."""
 
 
 def _read_shard(path: epath.Path) -> np.ndarray:
@@ -72,9 +76,9 @@ def _read_shard(path: epath.Path) -> np.ndarray:
       with path.open("rb") as f:
         x = np.load(f)["features"]
   except (ValueError, KeyError, OSError, EOFError) as e:
-    raise ValueError(f"{path}: not a readable feature shard ({e})") from e
+    raise FeatureShardError(f"{path}: not a readable feature shard ({e})") from e
   if x.ndim != 2:
-    raise ValueError(f"{path}: expected features [frames, dim], got shape {x.shape}")
+    raise FeatureShardError(f"{path}: expected features [frames, dim], got shape {x.shape}")
   return np.asarray(x, np.float32)
 
 
@@ -92,7 +96,7 @@ def _shard_frames(path: epath.Path) -> int:
     try:
       return int(np.sum(np.load(f)["lengths"]))
     except (ValueError, KeyError, OSError, EOFError) as e:
-      raise ValueError(f"{path}: not a feature dump shard (needs `lengths`; {e})") from e
+      raise FeatureShardError(f"{path}: not a feature dump shard (needs `lengths`; {e})") from e
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,7 +156,7 @@ class StreamedFrames:
         x = pending.result()
         pending = pool.submit(_read_shard, todo[i + 1]) if i + 1 < len(todo) else None
         if x.shape[1] != self.dim:
-          raise ValueError(f"{path}: features have dim {x.shape[1]}, the other shards {self.dim}")
+          raise FeatureShardError(f"{path}: features have dim {x.shape[1]}, the other shards {self.dim}")
         yield path, x
 
   def chunks(self, chunk_frames: int) -> Iterator[np.ndarray]:
@@ -339,10 +343,10 @@ def fit_streamed_kmeans(
   counts = _allgather(np.int64(frames.num_frames))
   dims = _allgather(np.int64(dim))
   if len(set(dims.tolist())) > 1:
-    raise ValueError(f"feature dimensions differ between processes: {dims.tolist()}")
+    raise FeatureShardError(f"feature dimensions differ between processes: {dims.tolist()}")
   num_frames = int(counts.sum())
   if num_frames < k:
-    raise ValueError(
+    raise FeatureShardError(
         f"need at least k={k} frames, got {num_frames} in {len(frames.paths)} shard(s) "
         f"(first: {frames.paths[0] if frames.paths else 'none'})"
     )
@@ -351,7 +355,7 @@ def fit_streamed_kmeans(
   init_frames = 0
   if init_centroids is not None:
     if np.shape(init_centroids) != (k, dim):
-      raise ValueError(f"init_centroids must be [{k}, {dim}], got {np.shape(init_centroids)}")
+      raise FeatureShardError(f"init_centroids must be [{k}, {dim}], got {np.shape(init_centroids)}")
     centers = np.asarray(init_centroids, np.float32)
   else:
     init_size = min(num_frames, config.init_size or max(64 * k, 10_000))
