@@ -94,7 +94,9 @@ class Command:
 # One explicit entry per command.
 COMMANDS = {
     "pretrain": Command(
-        _pretrain, "pretrain wav2vec 2.0 / HuBERT / vq-wav2vec from a config", True
+        _pretrain,
+        "pretrain wav2vec 2.0, HuBERT, WavLM, vq-wav2vec, BEST-RQ or DinoSR from a config",
+        True,
     ),
     "eval-units": Command(
         _eval_units, "PNMI, purity, bitrate (and --abx: ABX) of units against alignments"

@@ -99,6 +99,47 @@ def test_codebook_init_is_instance_normalised_over_codes():
   np.testing.assert_allclose(cb.var(1), 1.0, rtol=1e-3)
 
 
+def test_codebook_init_scale_multiplies_the_reference_init():
+  from jaxdisco.models.dinosr import codebook_init
+
+  ref = np.asarray(codebook_init(jax.random.key(0), (2, 16, 6)))
+  np.testing.assert_allclose(
+      np.asarray(codebook_init(jax.random.key(0), (2, 16, 6), scale=0.1)), 0.1 * ref, rtol=1e-6
+  )
+
+
+def _codes_used_per_update(scale, seed, *, dim=64, codes=50, updates=30):
+  """Online codebook on synthetic features of few frames per update (4 x 60, 60% masked):
+  slowly varying rank-6 signals plus noise, like a young network's layers. The codes the
+  masked frames of each update take, counted over the updates."""
+  from jaxdisco.models.dinosr import codebook_init
+  from jaxdisco.objectives.dinosr import assign_targets, code_statistics, codebook_ema
+
+  rng = np.random.default_rng(seed)
+  basis = rng.normal(size=(6, dim))
+  sums = codebook_init(jax.random.key(seed), (1, codes, dim), scale=scale)
+  counts = jnp.ones((1, codes))
+  used = []
+  for _ in range(updates):
+    x = (rng.normal(size=(4, 60, 6)).cumsum(1) * 0.3) @ basis + 0.3 * rng.normal(size=(4, 60, dim))
+    valid = jnp.ones((4, 60), bool)
+    normed, assigned = assign_targets(jnp.asarray(x, jnp.float32)[None], valid, sums, counts)
+    stats = code_statistics(normed, assigned, jnp.asarray(rng.random((4, 60)) < 0.6, jnp.float32), codes)
+    used.append(int((stats["counts"] > 0).sum()))
+    sums, counts = codebook_ema(sums, counts, stats, 0.9)
+  return np.asarray(used)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_small_codebook_init_keeps_codes_competing_with_few_frames_per_update(seed):
+  """Why objective.codebook_init_scale exists (methods/dinosr.py): with ~150 frames per
+  update, the reference's init (scale 1) settles on the first update's winners (12 of 50
+  codes here), while codewords started near the origin keep ~30 in use."""
+  reference = _codes_used_per_update(1.0, seed)[-5:].mean()
+  small = _codes_used_per_update(0.1, seed)[-5:].mean()
+  assert reference <= 15 and small >= 2 * reference, (reference, small)
+
+
 def _np_annealed(start, end, n, total):  # fairseq's get_annealed_rate, written out.
   if n >= total:
     return end
@@ -397,6 +438,7 @@ def test_train_step_compiles_for_tpu():
         ("ema_decay", 1.5),
         ("ema_end_decay", 0.0),
         ("dead_code_patience", -1),
+        ("codebook_init_scale", 0.0),
     ],
 )
 def test_config_checks_name_the_field(field, value):

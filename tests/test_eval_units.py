@@ -169,3 +169,30 @@ def test_pnmi_gain_bootstrap():
   assert bootstrap.pnmi_gain(noisy, {"u0": exact["u0"], "u1": exact["u1"]})["utterances"] == 2
   with pytest.raises(ValueError, match="at least 2 shared utterances"):
     bootstrap.pnmi_gain(noisy, {"u0": exact["u0"]})
+
+
+def test_pnmi_spread_bootstrap():
+  """PNMI on all utterances plus its spread over resamples: zero for units that are the phones
+  in every utterance, and for noisy units close to the spread a direct resampling gives."""
+  from jaxdisco.evaluation import bootstrap
+
+  rng = np.random.default_rng(1)
+  phones = {f"u{i}": rng.choice(list("abcd"), 60) for i in range(12)}
+  code = {"a": 0, "b": 1, "c": 2, "d": 3}
+  exact = {u: (p, np.asarray([code[x] for x in p])) for u, p in phones.items()}
+  half = {u: (p, np.where(rng.random(len(p)) < 0.5, exact[u][1], rng.integers(0, 4, len(p))))
+          for u, p in phones.items()}
+  perfect = bootstrap.pnmi_spread(exact, draws=50)
+  assert perfect["pnmi"] == pytest.approx(1.0) and perfect["std"] < 1e-9
+  assert perfect["utterances"] == 12
+  got = bootstrap.pnmi_spread(half, draws=400, seed=3)
+  ids = sorted(half)
+  pool = lambda chosen: ev.unit_quality(
+      np.concatenate([half[ids[i]][0] for i in chosen]),
+      np.concatenate([half[ids[i]][1] for i in chosen]),
+  )["pnmi"]
+  assert got["pnmi"] == pytest.approx(pool(range(12)))
+  direct = np.std([pool(np.random.default_rng(s).integers(0, 12, 12)) for s in range(400)])
+  assert 0.0 < got["std"] and got["std"] == pytest.approx(direct, rel=0.25)
+  with pytest.raises(ValueError, match="at least 2 utterances"):
+    bootstrap.pnmi_spread({"u0": exact["u0"]})

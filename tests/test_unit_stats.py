@@ -30,6 +30,23 @@ def test_golden_statistics():
   assert unit_stats.unit_statistics([np.array([5])], frame_rate=50)["vocab_size"] == 6
 
 
+def test_edge_position_share_flags_units_that_only_encode_position():
+  # Golden, edge_frames 2: [0 1 | 5 5 | 2 3] and [0 1 | 5 | 2 3] are position alone -> 1;
+  # with the second one's middle 6 instead, the middle class {5, 5, 6} has 2 hits: 10 of 11.
+  collapsed = [np.array([0, 1, 5, 5, 2, 3]), np.array([0, 1, 5, 2, 3])]
+  assert unit_stats.edge_position_share(collapsed, edge_frames=2) == 1.0
+  varied = [np.array([0, 1, 5, 5, 2, 3]), np.array([0, 1, 6, 2, 3])]
+  assert unit_stats.edge_position_share(varied, edge_frames=2) == pytest.approx(10 / 11)
+  # Content-driven units (independent of position) score about their majority share.
+  rng = np.random.default_rng(0)
+  speech = [rng.integers(0, 50, int(n)) for n in rng.integers(100, 250, 200)]
+  stats = unit_stats.unit_statistics(speech, frame_rate=50)
+  assert stats["majority_share"] < 0.03
+  assert stats["edge_position_share"] < stats["majority_share"] + 0.04
+  edges = [np.r_[np.arange(16), np.full(n, 49), np.arange(16, 31)] for n in rng.integers(50, 200, 50)]
+  assert unit_stats.unit_statistics(edges, frame_rate=50)["edge_position_share"] == 1.0
+
+
 def test_eval_units_prints_bitrate_and_abx(tmp_path):
   rng = np.random.default_rng(0)
   alignments, units, meta = [], [], []
@@ -53,6 +70,7 @@ def test_eval_units_prints_bitrate_and_abx(tmp_path):
   )
   assert run.returncode == 0, run.stderr
   assert "bitrate         " in run.stdout and "tokens/s x log2 4" in run.stdout
+  assert "edge position   " in run.stdout
   line = next(x for x in run.stdout.splitlines() if x.startswith("ABX units"))
   assert "within-within" in line and "across-within" in line and "%" in line
   assert (tmp_path / "x.item").read_text().startswith("#file onset offset")

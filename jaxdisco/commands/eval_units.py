@@ -85,7 +85,8 @@ def main(argv):
       f"utterances      {metrics['utterances']}\n"
       f"frames          {metrics['frames']} (length differences: {metrics['frame_diff']})\n"
       f"phones / units  {metrics['num_phones']} / {metrics['num_units']}\n"
-      f"PNMI            {metrics['pnmi']:.4f}\n"
+      f"PNMI            {metrics['pnmi']:.4f} (bootstrap s.d. {_pnmi_std():.4f} over "
+      "utterances)\n"
       f"phone purity    {metrics['phone_purity']:.4f}\n"
       f"cluster purity  {metrics['cluster_purity']:.4f}\n"
       f"H(phone)        {metrics['phone_entropy']:.4f} nats\n"
@@ -113,6 +114,17 @@ def main(argv):
         f"{gain['std']:.4f}, P(gain > 0) {gain['p_positive']:.2f}, "
         f"{gain['utterances']} shared utterances)"
     )
+
+
+def _pnmi_std() -> float:
+  from jaxdisco.evaluation import bootstrap, units  # pylint: disable=g-import-not-at-top
+
+  frames = bootstrap.utterance_frames(
+      units.read_alignments(_ALIGNMENTS.value),
+      *units.read_km_with_ids(_UNITS.value, _MANIFEST.value),
+      frame_rate=_FRAME_RATE.value,
+  )
+  return bootstrap.pnmi_spread(frames)["std"]
 
 
 def _gain_over_baseline() -> dict:

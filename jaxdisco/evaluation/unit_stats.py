@@ -14,13 +14,25 @@ Durations are frames / frame_rate, so raw symbols/s is the frame rate itself. Al
 `mean_run_frames` (frames per run of one unit; x 1000 / frame_rate = ms), `used_codes` /
 `vocab_size` (code usage), and `perplexity` = 2^H2 of the frame-level distribution (the number of
 equally used codes with the same entropy).
+
+`edge_position_share` detects units that carry no content: the share of frames whose unit is
+the most common unit, over the corpus, of frames at the same offset from their utterance's
+start (offsets below `EDGE_FRAMES`), the same offset from its end, or in its middle. A model
+whose codes collapsed to what its zero-padded convolutions and positional embedding reveal
+(every utterance the same sequence: a few codes at each edge, one code between) scores 1;
+units that follow the speech score near `majority_share`, the share of the most common unit,
+which is what the position test scores when position says nothing.
 """
 
 from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import collections
+
 import numpy as np
+
+EDGE_FRAMES = 20  # 0.4 s at 50 Hz: beyond the reach of a 3 x 128 demo model's edge effects.
 
 
 def dedup(units: np.ndarray) -> np.ndarray:
@@ -54,7 +66,7 @@ def unit_statistics(
     dict with `seconds`, `frames`, `runs`, `tokens_per_s` / `dedup_tokens_per_s`,
     `bitrate_uniform` / `dedup_bitrate_uniform`, `bitrate_entropy` / `dedup_bitrate_entropy`,
     `entropy_bits` / `dedup_entropy_bits`, `mean_run_frames`, `used_codes`, `vocab_size`,
-    `code_usage` (used / vocabulary), `perplexity`.
+    `code_usage` (used / vocabulary), `perplexity`, `majority_share`, `edge_position_share`.
   """
   units = [np.asarray(u).reshape(-1) for u in units]
   frames = np.concatenate(units) if units else np.zeros(0, np.int64)
@@ -84,7 +96,26 @@ def unit_statistics(
       "vocab_size": int(vocab_size),
       "code_usage": used / vocab_size,
       "perplexity": float(2.0**h_frames),
+      "majority_share": float(np.unique(frames, return_counts=True)[1].max() / frames.size),
+      "edge_position_share": edge_position_share(units),
   }
+
+
+def edge_position_share(units: Sequence[np.ndarray], edge_frames: int = EDGE_FRAMES) -> float:
+  """Share of frames predicted by their position alone (see the module doc)."""
+  by_position = collections.defaultdict(collections.Counter)
+  for u in units:
+    n = len(u)
+    for t, unit in enumerate(np.asarray(u).tolist()):
+      if t < edge_frames:
+        position = t
+      elif n - 1 - t < edge_frames:
+        position = -1 - (n - 1 - t)
+      else:
+        position = edge_frames  # The middle: one class.
+      by_position[position][unit] += 1
+  hits = sum(c.most_common(1)[0][1] for c in by_position.values())
+  return hits / sum(sum(c.values()) for c in by_position.values())
 
 
 def format_statistics(stats: dict, frame_rate: float) -> str:
@@ -99,5 +130,8 @@ def format_statistics(stats: dict, frame_rate: float) -> str:
       f"bitrate log2 K  {stats['bitrate_uniform']:.1f} bits/s (tokens/s x log2 "
       f"{stats['vocab_size']}); dedup {stats['dedup_bitrate_uniform']:.1f}\n"
       f"code usage      {stats['used_codes']}/{stats['vocab_size']} used "
-      f"({100 * stats['code_usage']:.1f}%), perplexity {stats['perplexity']:.1f}"
+      f"({100 * stats['code_usage']:.1f}%), perplexity {stats['perplexity']:.1f}\n"
+      f"edge position   {stats['edge_position_share']:.3f} of frames are the usual unit of "
+      f"their offset from the utterance edges (the most common unit alone: "
+      f"{stats['majority_share']:.3f}; near 1: units carry position, not speech)"
   )

@@ -19,7 +19,22 @@ Where jaxdisco departs (besides the objective's, listed there):
     conv: kernel 128, 16 groups (the wav2vec 2.0 / HuBERT BASE one);
   * batch: a fixed 250k-sample crop (the wav2vec 2.0 defaults) and batch 240 (~3.8M x 16 / 250k);
   * dead-code re-seeding (`objective.dead_code_patience`, 0 turns it off; the reference has
-    none).
+    none);
+  * `objective.codebook_init_scale` (1, the reference, by default): a small batch needs the
+    random codewords to start near the origin. The reference's codewords have unit variance
+    per channel, as far from the origin as the instance-normalised targets themselves, in
+    random directions. The first update moves each code that won frames to (most of the way
+    to) the mean of those frames, well inside that shell, and from then on a moved code is
+    nearer to almost every target than any unmoved one: the codes that won the first
+    update's frames keep winning. At BASE an update assigns ~100k masked frames to 256 codes
+    and nearly every code wins some at once; with a few hundred frames per update only the
+    first few dozen winners ever move (measured on the demo: 12 of 50 codes per batch from
+    update 50 on, and PNMI 0.07). Codewords at 0.1 x that scale are all about as far from
+    every target, so the first assignments follow direction (the largest dot product) and
+    spread over the codebook (45 of 50 codes per batch at update 50, against 12). It changes
+    only the codebooks' initial values, and it does not cure the demo's later collapse (by
+    update ~200 the units there follow frame position, not speech; README, "DinoSR at demo
+    scale").
 """
 
 from __future__ import annotations
@@ -69,6 +84,9 @@ def dinosr_defaults() -> ml_collections.ConfigDict:
   o.codebook_size = 256  # V codes per codebook.
   o.average_top_k_layers = 8  # K: one codebook (and head) per top layer.
   o.codebook_decay = 0.9  # codebook_init_decay (= codebook_end_decay in the recipe).
+  # Random codewords start at this fraction of the targets' scale (1: the reference). See the
+  # module docstring for why a small batch needs it smaller.
+  o.codebook_init_scale = 1.0
   o.ema_decay = 0.999  # Teacher EMA decay at update 0...
   o.ema_end_decay = 0.9999  # ...annealed linearly to this...
   o.ema_anneal_end_step = 30_000  # ...over these updates, then constant.
@@ -107,6 +125,10 @@ def check_dinosr_config(config) -> ModelConfig:
       f"objective.ema_anneal_end_step: expected >= 0, got {o.ema_anneal_end_step}",
   )
   checks.require(
+      o.codebook_init_scale > 0,
+      f"objective.codebook_init_scale: expected > 0, got {o.codebook_init_scale}",
+  )
+  checks.require(
       o.dead_code_patience >= 0,
       f"objective.dead_code_patience: expected >= 0 (0: off), got {o.dead_code_patience}",
   )
@@ -117,8 +139,12 @@ def check_dinosr_config(config) -> ModelConfig:
 
 
 def build_dinosr(model_config, config) -> DinoSRForPretraining:
+  o = config.objective
   return DinoSRForPretraining(
-      model_config, config.objective.average_top_k_layers, config.objective.codebook_size
+      model_config,
+      o.average_top_k_layers,
+      o.codebook_size,
+      float(o.get("codebook_init_scale", 1.0)),  # Configs saved before the field: the reference.
   )
 
 

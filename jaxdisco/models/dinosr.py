@@ -20,6 +20,7 @@ each update.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple, Optional
 
 import jax
@@ -40,16 +41,19 @@ FROZEN_PARAMS = ("teacher", "codebooks", "codebook_counts", "codebook_idle")
 PRE_ENCODER_MODULES = ("feature_encoder", "feature_norm", "feature_projection")
 
 
-def codebook_init(key: Array, shape: tuple[int, int, int], dtype=jnp.float32) -> Array:
+def codebook_init(
+    key: Array, shape: tuple[int, int, int], dtype=jnp.float32, scale: float = 1.0
+) -> Array:
   """The reference's `normal_init_codebook: false` codebooks: N(0, 1) of shape [K, D, V],
   instance-normalised over V (zero mean, unit biased variance per (k, d), eps 1e-5, as
-  `F.instance_norm`), then transposed to [K, V, D]."""
+  `F.instance_norm`), transposed to [K, V, D], times `scale` (1: the reference; see
+  `objective.codebook_init_scale` in `methods/dinosr.py` for when to shrink it)."""
   k, v, d = shape
   x = jax.random.normal(key, (k, d, v), jnp.float32)
   mean = x.mean(-1, keepdims=True)
   var = jnp.square(x - mean).mean(-1, keepdims=True)
   x = (x - mean) * jax.lax.rsqrt(var + 1e-5)
-  return jnp.swapaxes(x, 1, 2).astype(dtype)
+  return (scale * jnp.swapaxes(x, 1, 2)).astype(dtype)
 
 
 class DinoSROutput(NamedTuple):
@@ -62,6 +66,7 @@ class DinoSRForPretraining(nn.Module):
   config: ModelConfig
   num_codebooks: int = 8
   codebook_size: int = 256
+  codebook_init_scale: float = 1.0
 
   @nn.compact
   def __call__(
@@ -96,7 +101,10 @@ class DinoSRForPretraining(nn.Module):
     # Declared here so that `init` makes them; the loss reads them from the params.
     self.param(
         "codebooks",
-        nn.with_logical_partitioning(codebook_init, (None, "vocab", "embed")),
+        nn.with_logical_partitioning(
+            functools.partial(codebook_init, scale=self.codebook_init_scale),
+            (None, "vocab", "embed"),
+        ),
         (k, v, d),
     )
     self.param(
