@@ -126,6 +126,8 @@ def test_cli_prints_metrics_and_rejects_bad_input(tmp_path):
   )
   assert ok.returncode == 0, ok.stderr
   assert "PNMI" in ok.stdout and "phone purity" in ok.stdout and "cluster purity" in ok.stdout
+  for metric in ("PNMI", "phone purity", "cluster purity"):
+    assert "s.d. " in ok.stdout.split(metric)[1].splitlines()[0]
   assert (tmp_path / "p.png").exists()
   bad = subprocess.run(base, capture_output=True, text=True, check=False, timeout=120)
   assert bad.returncode != 0 and "more than 1 frame" in bad.stderr
@@ -171,9 +173,10 @@ def test_pnmi_gain_bootstrap():
     bootstrap.pnmi_gain(noisy, {"u0": exact["u0"]})
 
 
-def test_pnmi_spread_bootstrap():
-  """PNMI on all utterances plus its spread over resamples: zero for units that are the phones
-  in every utterance, and for noisy units close to the spread a direct resampling gives."""
+def test_quality_spread_bootstrap():
+  """PNMI and purities on all utterances plus their spreads over resamples: zero for units that
+  are the phones in every utterance, and for noisy units close to the spread a direct
+  resampling gives."""
   from jaxdisco.evaluation import bootstrap
 
   rng = np.random.default_rng(1)
@@ -182,17 +185,20 @@ def test_pnmi_spread_bootstrap():
   exact = {u: (p, np.asarray([code[x] for x in p])) for u, p in phones.items()}
   half = {u: (p, np.where(rng.random(len(p)) < 0.5, exact[u][1], rng.integers(0, 4, len(p))))
           for u, p in phones.items()}
-  perfect = bootstrap.pnmi_spread(exact, draws=50)
-  assert perfect["pnmi"] == pytest.approx(1.0) and perfect["std"] < 1e-9
+  perfect = bootstrap.quality_spread(exact, draws=50)
+  for metric in bootstrap.SPREAD_METRICS:
+    assert perfect[metric] == pytest.approx(1.0) and perfect[metric + "_std"] < 1e-9
   assert perfect["utterances"] == 12
-  got = bootstrap.pnmi_spread(half, draws=400, seed=3)
+  got = bootstrap.quality_spread(half, draws=400, seed=3)
   ids = sorted(half)
   pool = lambda chosen: ev.unit_quality(
       np.concatenate([half[ids[i]][0] for i in chosen]),
       np.concatenate([half[ids[i]][1] for i in chosen]),
-  )["pnmi"]
-  assert got["pnmi"] == pytest.approx(pool(range(12)))
-  direct = np.std([pool(np.random.default_rng(s).integers(0, 12, 12)) for s in range(400)])
-  assert 0.0 < got["std"] and got["std"] == pytest.approx(direct, rel=0.25)
+  )
+  draws = [pool(np.random.default_rng(s).integers(0, 12, 12)) for s in range(400)]
+  for metric in bootstrap.SPREAD_METRICS:
+    assert got[metric] == pytest.approx(pool(range(12))[metric])
+    direct = np.std([q[metric] for q in draws])
+    assert 0.0 < got[metric + "_std"] and got[metric + "_std"] == pytest.approx(direct, rel=0.25)
   with pytest.raises(ValueError, match="at least 2 utterances"):
-    bootstrap.pnmi_spread({"u0": exact["u0"]})
+    bootstrap.quality_spread({"u0": exact["u0"]})

@@ -81,14 +81,16 @@ def main(argv):
       window=_WINDOW.value,
       max_frame_diff=_MAX_FRAME_DIFF.value,
   )
+  spread = _quality_spread()
   print(
       f"utterances      {metrics['utterances']}\n"
       f"frames          {metrics['frames']} (length differences: {metrics['frame_diff']})\n"
       f"phones / units  {metrics['num_phones']} / {metrics['num_units']}\n"
-      f"PNMI            {metrics['pnmi']:.4f} (bootstrap s.d. {_pnmi_std():.4f} over "
+      f"PNMI            {metrics['pnmi']:.4f} (bootstrap s.d. {spread['pnmi_std']:.4f} over "
       "utterances)\n"
-      f"phone purity    {metrics['phone_purity']:.4f}\n"
-      f"cluster purity  {metrics['cluster_purity']:.4f}\n"
+      f"phone purity    {metrics['phone_purity']:.4f} (s.d. {spread['phone_purity_std']:.4f})\n"
+      f"cluster purity  {metrics['cluster_purity']:.4f} (s.d. "
+      f"{spread['cluster_purity_std']:.4f})\n"
       f"H(phone)        {metrics['phone_entropy']:.4f} nats\n"
       f"I(phone; unit)  {metrics['mutual_info']:.4f} nats"
   )
@@ -116,7 +118,7 @@ def main(argv):
     )
 
 
-def _pnmi_std() -> float:
+def _quality_spread() -> dict:
   from jaxdisco.evaluation import bootstrap, units  # pylint: disable=g-import-not-at-top
 
   frames = bootstrap.utterance_frames(
@@ -124,7 +126,7 @@ def _pnmi_std() -> float:
       *units.read_km_with_ids(_UNITS.value, _MANIFEST.value),
       frame_rate=_FRAME_RATE.value,
   )
-  return bootstrap.pnmi_spread(frames)["std"]
+  return bootstrap.quality_spread(frames)
 
 
 def _gain_over_baseline() -> dict:

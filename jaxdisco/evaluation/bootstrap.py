@@ -88,19 +88,28 @@ def pnmi_gain(
   }
 
 
-def pnmi_spread(
+SPREAD_METRICS = ("pnmi", "phone_purity", "cluster_purity")
+
+
+def quality_spread(
     frames: UtteranceFrames, *, draws: int = 1000, seed: int = 0
 ) -> dict[str, float]:
-  """PNMI of one unit set with its bootstrap spread over utterances (the same resampling as
-  `pnmi_gain`): {"pnmi": on all utterances, "std": standard deviation over `draws`
-  resamples, "utterances": count}."""
+  """PNMI, phone and cluster purity of one unit set, each with its bootstrap spread over
+  utterances (the same resampling as `pnmi_gain`): {metric: on all utterances,
+  metric + "_std": standard deviation over `draws` resamples, "utterances": count} for each
+  metric of `SPREAD_METRICS`."""
   ids = sorted(frames)
   if len(ids) < 2:
     raise units_lib.AlignmentError(f"need at least 2 utterances to resample, got {len(ids)}")
   phone_index = {p: i for i, p in enumerate(sorted({p for u in ids for p in frames[u][0]}))}
   counts = _counts_per_utterance(frames, ids, phone_index)
-  pnmi = lambda c: units_lib.quality_from_counts(c)["pnmi"]
-  draws_pnmi = np.asarray(
-      [pnmi(np.tensordot(w, counts, 1)) for w in resample_weights(len(ids), draws, seed)]
-  )
-  return {"pnmi": pnmi(counts.sum(0)), "std": float(draws_pnmi.std()), "utterances": len(ids)}
+  resampled = [
+      units_lib.quality_from_counts(np.tensordot(w, counts, 1))
+      for w in resample_weights(len(ids), draws, seed)
+  ]
+  full = units_lib.quality_from_counts(counts.sum(0))
+  out = {"utterances": len(ids)}
+  for metric in SPREAD_METRICS:
+    out[metric] = full[metric]
+    out[metric + "_std"] = float(np.std([q[metric] for q in resampled]))
+  return out
